@@ -1,0 +1,530 @@
+"""The container side of start-up: everything between the host's fork and the payload.
+
+Three processes take part (host pids on the left of each arrow)::
+
+    host                      bootstrap (B)                 init (I, PID 1)          payload (P)
+    ----                      -------------                 ---------------          -----------
+    fork ------------------>  pdeathsig, fds -> /dev/null
+                              unshare(namespaces)
+         <-- idmap ---------  (user namespace only)
+    write uid/gid maps
+         --- go ----------->  become root in the userns
+                              fork --------------------->   pdeathsig
+         <-- init {pid} ----
+    place I in cgroups
+         --- go ----------------------------------------->  mounts, /proc, tmpfs, ro root,
+                                                            masked paths, hostname, lo up
+         <-- ready ---------------------------------------
+    prestart hooks
+         --- process {size} + fds (SCM_RIGHTS) ---------->
+    (process bytes on the init pipe) -------------------->  fork ----------------->  signals, stdio, env,
+         <-- started {pid} --------------------------------                          cwd, rlimits, user,
+                                                            reap, forward signals    no_new_privs, exec
+                                                                                     or call; result
+         <-- exit {status} --------------------------------  (payload ended)          frames -> host
+         <-- init-exit {status}  (I reaped: every process of the PID namespace is gone)
+
+Every message is a JSON object on the sync socket pair. A step that fails sends
+``{"t": "error", "step": ..., "errno": ..., "message": ...}`` and exits; the host
+turns it into a ``SetupError`` naming the step. Nothing here returns to the
+caller: each process leaves through ``os._exit``.
+
+The exec path (a second process in a running container) is ``exec_main``: it joins
+the init's namespaces with setns and forks once so the new process is inside the
+PID namespace, then runs the same payload code.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import json
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from . import linux
+from .channel import KIND_JSON, KIND_PICKLE, recv_msg, send_msg, write_frame
+from .config import Config, Mount, parse_user
+
+# Signals the init forwards to the payload. SIGKILL/SIGSTOP cannot be caught, and a
+# SIGKILL of the init ends the whole PID namespace, which is what a kill should do.
+FORWARDED = (
+    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGWINCH, signal.SIGALRM, signal.SIGCONT, signal.SIGTSTP,
+    signal.SIGTTIN, signal.SIGTTOU, signal.SIGPWR,
+)
+
+NS_FILES = (  # order of setns: the user namespace first, mount last but one
+    ("user", linux.CLONE_NEWUSER), ("ipc", linux.CLONE_NEWIPC), ("uts", linux.CLONE_NEWUTS),
+    ("net", linux.CLONE_NEWNET), ("pid", linux.CLONE_NEWPID), ("cgroup", linux.CLONE_NEWCGROUP),
+    ("mnt", linux.CLONE_NEWNS),
+)
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, err: BaseException) -> None:
+        self.step = step
+        self.err = err
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    try:
+        yield
+    except StepFailed:
+        raise
+    except BaseException as e:
+        raise StepFailed(name, e) from e
+
+
+def report_error(sock: socket.socket, e: BaseException) -> None:
+    name, err = (e.step, e.err) if isinstance(e, StepFailed) else ("bootstrap", e)
+    msg = {"t": "error", "step": name, "message": f"{type(err).__name__}: {err}",
+           "errno": getattr(err, "errno", None)}
+    if not isinstance(err, OSError):
+        msg["traceback"] = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    try:
+        send_msg(sock, msg)
+    except OSError:
+        pass
+
+
+def scrub_fds(keep: set[int]) -> None:
+    """Point every inherited descriptor not in ``keep`` at /dev/null.
+
+    Replacing rather than closing keeps the numbers taken, so a Python object of the
+    host that still believes it owns one can never close a descriptor opened later.
+    """
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    keep = keep | {null}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd in keep:
+            continue
+        try:
+            os.dup2(null, fd, inheritable=False)
+        except OSError:
+            pass
+    os.close(null)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def bootstrap_main(cfg: Config, sock: socket.socket, init_r: int, host_pid: int) -> NoReturn:
+    """Runs in the host's direct child. Never returns."""
+    code = 1
+    try:
+        linux.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != host_pid:  # the host died before pdeathsig was armed
+            os._exit(1)
+        scrub_fds({0, 1, 2, sock.fileno(), init_r})
+        linux.set_process_name("isolate-boot")
+        flags = cfg.clone_flags()
+        with step("unshare"):
+            linux.unshare(flags)
+        if cfg.namespaces.user:
+            send_msg(sock, {"t": "idmap", "pid": os.getpid()})
+            _expect_go(sock)
+            with step("become root in the user namespace"):
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+        pid = os.fork()
+        if pid == 0:
+            _init_main(cfg, sock, init_r)
+        os.close(init_r)
+        send_msg(sock, {"t": "init", "pid": pid})
+        _, status = os.waitpid(pid, 0)
+        send_msg(sock, {"t": "init-exit", "status": status})
+        code = 0
+    except BaseException as e:
+        report_error(sock, e)
+    finally:
+        os._exit(code)
+
+
+def _expect_go(sock: socket.socket) -> None:
+    msg = recv_msg(sock)
+    if msg is None or msg["t"] != "go":
+        os._exit(1)  # the host gave up; it cleans up
+
+
+# -------------------------------------------------------------------------------- init
+
+
+def _init_main(cfg: Config, sock: socket.socket, init_r: int) -> NoReturn:
+    code = 1
+    try:
+        linux.set_pdeathsig(signal.SIGKILL)
+        linux.set_process_name("isolate-init")
+        _expect_go(sock)
+        setup_filesystem(cfg)
+        if cfg.hostname is not None:
+            with step("hostname"):
+                linux.sethostname(cfg.hostname)
+        if cfg.network == "none":
+            from .network import loopback_up
+
+            with step("loopback up"):
+                loopback_up()
+        send_msg(sock, {"t": "ready"})
+        code = _init_loop(cfg, sock, init_r)
+    except BaseException as e:
+        report_error(sock, e)
+    finally:
+        os._exit(code)
+
+
+def _receive_process(sock: socket.socket, init_r: int) -> tuple[bytes, list[int]] | None:
+    data, fds, _, _ = socket.recv_fds(sock, 65536, 8)
+    if not data:
+        return None
+    msg = json.loads(data)
+    if msg.get("t") != "process":
+        return None
+    size = int(msg["size"])
+    chunks = []
+    while size:
+        chunk = os.read(init_r, min(size, 1 << 20))
+        if not chunk:
+            raise EOFError("init pipe closed early")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks), fds
+
+
+def _init_loop(cfg: Config, sock: socket.socket, init_r: int) -> int:
+    received = _receive_process(sock, init_r)
+    if received is None:
+        return 0  # the host aborted the start
+    spec_bytes, fds = received
+    os.close(init_r)
+    waited = {signal.SIGCHLD, *FORWARDED}
+    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    payload = os.fork()
+    if payload == 0:
+        run_payload(cfg, spec_bytes, fds, close=[sock.fileno()])
+    for fd in fds:
+        os.close(fd)
+    send_msg(sock, {"t": "started", "pid": payload})
+    status = None
+    while status is None:
+        info = signal.sigwaitinfo(waited)
+        if info.si_signo != signal.SIGCHLD:
+            try:
+                os.kill(payload, info.si_signo)
+            except ProcessLookupError:
+                pass
+            continue
+        while True:  # reap every zombie: orphans are re-parented to us
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == payload:
+                status = st
+    send_msg(sock, {"t": "exit", "status": status})
+    return 0
+
+
+# -------------------------------------------------------------------------- filesystem
+
+
+def _ensure_dir(path: str) -> None:
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def _make_readonly(path: str, recursive: bool = True) -> None:
+    try:
+        linux.mount_setattr_readonly(path)
+        return
+    except OSError as e:
+        if e.errno not in (_errno.ENOSYS, _errno.EINVAL):
+            raise
+    # Older kernels: remount every mount at or below path, keeping its other flags.
+    targets = [path]
+    if recursive:
+        prefix = path.rstrip("/") + "/"
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4]
+                if mp.startswith(prefix):
+                    targets.append(mp)
+    for t in targets:
+        st = os.statvfs(t)
+        keep = st.f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+        linux.mount(None, t, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | keep)
+
+
+def do_mount(m: Mount) -> None:
+    dest = m.destination
+    if m.type == "bind":
+        assert m.source is not None
+        if os.path.isdir(m.source):
+            _ensure_dir(dest)
+        elif not os.path.exists(dest):
+            _ensure_dir(os.path.dirname(dest))
+            with open(dest, "a"):
+                pass
+        flags = linux.MS_BIND | (linux.MS_REC if m.recursive else 0)
+        linux.mount(m.source, dest, None, flags)
+        if m.readonly:
+            _make_readonly(dest, m.recursive)
+        return
+    _ensure_dir(dest)
+    flags = linux.MS_NOSUID | linux.MS_NODEV | (linux.MS_RDONLY if m.readonly else 0)
+    if m.type == "proc":
+        linux.mount("proc", dest, "proc", flags | linux.MS_NOEXEC)
+        return
+    opts = []
+    if m.mode is not None:
+        opts.append(f"mode={m.mode:o}")
+    if m.size is not None:
+        opts.append(f"size={m.size}")
+    linux.mount("tmpfs", dest, "tmpfs", flags, ",".join(opts) or None)
+
+
+def setup_filesystem(cfg: Config) -> None:
+    if not cfg.namespaces.mount:
+        return
+    with step("mount propagation private"):
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    if cfg.rootfs is not None:
+        with step(f"rootfs {cfg.rootfs}"):
+            linux.mount(cfg.rootfs, cfg.rootfs, None, linux.MS_BIND | linux.MS_REC)
+            os.chdir(cfg.rootfs)
+            linux.pivot_root(".", ".")
+            linux.umount2(".", linux.MNT_DETACH)
+            os.chdir("/")
+    if cfg.readonly:
+        with step("read-only root"):
+            _make_readonly("/")
+    for m in cfg.mounts:
+        with step(f"mount {m.type} {m.destination}"):
+            do_mount(m)
+    for path in cfg.masked_paths:
+        with step(f"mask {path}"):
+            try:
+                if os.path.isdir(path):
+                    linux.mount("tmpfs", path, "tmpfs", linux.MS_RDONLY, "size=0")
+                else:
+                    linux.mount(os.devnull, path, None, linux.MS_BIND)
+            except FileNotFoundError:
+                pass
+    for path in cfg.readonly_paths:
+        with step(f"read-only {path}"):
+            try:
+                linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+            except FileNotFoundError:
+                continue
+            _make_readonly(path)
+
+
+# ----------------------------------------------------------------------------- payload
+
+
+def _reset_signals(for_python: bool) -> None:
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    if for_python:  # what a fresh interpreter has
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+
+
+def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]) -> NoReturn:
+    """Become the payload: set up the process and exec or call. Never returns.
+
+    ``fds`` are [stdin, stdout, stderr, result] as received from the host.
+    """
+    result_fd = fds[3]
+    code = 127
+    try:
+        import cloudpickle
+
+        spec: dict[str, Any] = cloudpickle.loads(spec_bytes)
+        is_python = spec.get("argv") is None
+        for fd in close:
+            os.close(fd)
+        _reset_signals(is_python)
+        linux.set_process_name("isolate-payload")
+        os.setsid()
+        for target, fd in enumerate(fds[:3]):
+            os.dup2(fd, target, inheritable=True)
+        for fd in fds[:3]:
+            if fd > 2:
+                os.close(fd)
+        os.set_inheritable(result_fd, False)
+        # The payload, its children and theirs are the OOM killer's first choice
+        # inside the container; the init and the bootstrap stay out of its way.
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write("1000")
+        except OSError:
+            pass
+        env = dict(spec["env"])
+        cwd = spec["cwd"]
+        with step(f"chdir {cwd}"):
+            os.chdir(cwd)
+        import resource
+
+        with step("rlimits"):
+            for r in spec["rlimits"]:
+                resource.setrlimit(r.resource, r.values())
+        user = spec.get("user")
+        if user is not None:
+            with step(f"user {user}"):
+                uid, gid = parse_user(user)
+                os.setgroups([])
+                os.setresgid(gid if gid is not None else uid, gid if gid is not None else uid,
+                             gid if gid is not None else uid)
+                os.setresuid(uid, uid, uid)
+        if cfg.no_new_privs:
+            with step("no_new_privs"):
+                linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+        if not is_python:
+            argv = spec["argv"]
+            try:
+                os.execvpe(argv[0], argv, env)
+            except OSError as e:
+                _send_json(result_fd, {"t": "exec-error", "errno": e.errno,
+                                       "message": f"{argv[0]}: {e.strerror}"})
+                os._exit(127)
+        os.environ.clear()
+        os.environ.update(env)
+        code = _call(spec, result_fd)
+    except StepFailed as e:
+        _send_json(result_fd, {"t": "exec-error", "errno": getattr(e.err, "errno", None),
+                               "message": f"{e.step}: {e.err}"})
+    except BaseException as e:
+        _send_json(result_fd, {"t": "exec-error", "errno": getattr(e, "errno", None),
+                               "message": f"payload set-up: {type(e).__name__}: {e}"})
+    finally:
+        os._exit(code)
+
+
+def _send_json(fd: int, obj: dict[str, Any]) -> None:
+    try:
+        write_frame(fd, KIND_JSON, json.dumps(obj).encode())
+    except OSError:
+        pass
+
+
+def _exception_data(e: BaseException) -> dict[str, Any]:
+    t = type(e)
+    name = t.__qualname__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+    try:
+        message = str(e)
+    except BaseException:
+        message = "<str() of the exception failed>"
+    try:
+        tb = "".join(traceback.format_exception(t, e, e.__traceback__))
+    except BaseException:
+        tb = ""
+    return {"t": "exception", "type": name, "message": message, "traceback": tb}
+
+
+def _call(spec: dict[str, Any], result_fd: int) -> int:
+    import faulthandler
+
+    import cloudpickle
+
+    for stream in (sys.stdout, sys.stderr):
+        try:  # output printed just before a crash must reach the host
+            stream.reconfigure(write_through=True)  # type: ignore[union-attr]
+        except (AttributeError, ValueError):
+            pass
+    faulthandler.enable(file=sys.stderr, all_threads=True)
+    _send_json(result_fd, {"t": "running"})
+    code = 0
+    try:
+        fn, args, kwargs = cloudpickle.loads(spec["target"])
+        value = fn(*args, **kwargs)
+        if spec.get("trusted"):
+            payload = cloudpickle.dumps(value)
+            write_frame(result_fd, KIND_PICKLE, payload)
+        else:
+            try:
+                text = json.dumps({"t": "value", "value": value})
+            except (TypeError, ValueError) as e:
+                text = json.dumps({"t": "value-error",
+                                   "message": f"the return value ({type(value).__name__}) is "
+                                              f"not JSON-compatible: {e}; return plain data or "
+                                              "pass trusted=True"})
+            write_frame(result_fd, KIND_JSON, text.encode())
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            code = e.code or 0
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+        _send_json(result_fd, _exception_data(e))
+    except BaseException as e:
+        code = 1
+        _send_json(result_fd, _exception_data(e))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    return code
+
+
+# -------------------------------------------------------------------------------- exec
+
+
+def exec_main(cfg: Config, sock: socket.socket, init_pid: int, host_pid: int,
+              spec_bytes: bytes, fds: list[int]) -> NoReturn:
+    """Runs in a fresh child of the host: join the container, fork, run the payload."""
+    code = 1
+    try:
+        linux.set_pdeathsig(signal.SIGKILL)
+        if os.getppid() != host_pid:
+            os._exit(1)
+        scrub_fds({0, 1, 2, sock.fileno(), *fds})
+        ns_fds = []
+        with step("open namespaces"):
+            own = {}
+            for name, flag in NS_FILES:
+                path = f"/proc/{init_pid}/ns/{name}"
+                if os.stat(path).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                    continue  # the container shares this one with the host
+                own[name] = flag
+                ns_fds.append((name, os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag))
+        for name, fd, flag in ns_fds:
+            with step(f"setns {name}"):
+                linux.setns(fd, flag)
+            os.close(fd)
+        if "user" in own:
+            with step("become root in the user namespace"):
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+        pid = os.fork()
+        if pid == 0:
+            linux.set_pdeathsig(signal.SIGKILL)
+            run_payload(cfg, spec_bytes, fds, close=[sock.fileno()])
+        for fd in fds:
+            os.close(fd)
+        send_msg(sock, {"t": "started", "pid": pid})
+        _, status = os.waitpid(pid, 0)
+        send_msg(sock, {"t": "exit", "status": status})
+        code = 0
+    except BaseException as e:
+        report_error(sock, e)
+    finally:
+        os._exit(code)

@@ -1,0 +1,824 @@
+"""The host side of a container: lifecycle, waiting, signalling, state."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import selectors
+import shutil
+import signal as _signal
+import socket
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import linux
+from .bootstrap import NS_FILES, bootstrap_main, exec_main
+from .channel import (
+    DEFAULT_MAX_FRAME,
+    KIND_PICKLE,
+    ChannelError,
+    FrameReader,
+    recv_msg,
+    send_msg,
+)
+from .config import Config, Rlimit
+from .errors import ContainerError, HookError, ProcessError, SetupError, WaitTimeout
+from .hooks import run_hook, run_hooks
+from .process import DEVNULL, PIPE, ExitStatus, Process, RemoteException
+from .state import State, Status, check_transition, write_atomic
+
+if TYPE_CHECKING:
+    from .factory import Factory
+
+__all__ = ["Container"]
+
+SETUP_TIMEOUT = 30.0
+_F_SETPIPE_SZ = 1031
+
+
+@dataclass
+class _Capture:
+    name: str
+    limit: int
+    data: bytearray = field(default_factory=bytearray)
+    truncated: int = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        self.truncated += max(0, len(chunk) - max(room, 0))
+
+    def value(self) -> bytes:
+        if self.truncated:
+            return bytes(self.data) + f"\n[... {self.truncated} more bytes of {self.name} " \
+                f"dropped: over the {self.limit}-byte capture limit]\n".encode()
+        return bytes(self.data)
+
+
+@dataclass
+class _Running:
+    """Host-side bookkeeping for one process being run in the container."""
+
+    process: Process
+    initial: bool
+    sock: socket.socket
+    monitor_pid: int
+    result_fd: int | None
+    reader: FrameReader
+    captures: dict[int, _Capture] = field(default_factory=dict)
+    payload_pid: int | None = None
+    deadline: float | None = None
+    payload_status: int | None = None
+    init_status: int | None = None
+    monitor_done: bool = False
+    timed_out: bool = False
+    value: Any = None
+    exception: RemoteException | None = None
+    result_error: str | None = None
+    has_result: bool = False
+    confirmed: bool = False
+    exit: ExitStatus | None = None
+
+
+class Container:
+    """A container created by a :class:`Factory`.
+
+    In the process that created it, a container is *attached*: it can be started,
+    waited for, exec'd into. A container loaded with ``Factory.load`` in another
+    process is *detached*: it can report its state, be signalled and destroyed.
+    """
+
+    def __init__(self, factory: Factory, state: State, config: Config, attached: bool) -> None:
+        self.factory = factory
+        self.id = state.id
+        self.config = config
+        self._state = state
+        self._attached = attached
+        self._dir = os.path.join(factory.root, state.id)
+        self._pidfd: int | None = None
+        self._procs: dict[int, _Running] = {}
+        self._next_key = 0
+        self._initial: _Running | None = None
+        self._destroyed = False
+        self.hook_errors: list[HookError] = []
+
+    def __repr__(self) -> str:
+        return f"<Container {self.id!r} {self._state.status.value}>"
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def status(self) -> Status:
+        return self.state().status
+
+    def state(self) -> State:
+        """The current state; for a detached container, re-read and checked against /proc."""
+        if not self._attached and not self._destroyed:
+            try:
+                with open(os.path.join(self._dir, "state.json")) as f:
+                    self._state = State.from_json(f.read())
+            except FileNotFoundError:
+                pass
+            st = self._state
+            if st.status in (Status.RUNNING, Status.PAUSED) and not self._init_alive():
+                st.status = Status.STOPPED
+        return self._state
+
+    def _save(self) -> None:
+        if not self._destroyed:
+            write_atomic(os.path.join(self._dir, "state.json"), self._state.to_json())
+
+    def _init_alive(self) -> bool:
+        st = self._state
+        return (st.init_pid is not None
+                and linux.proc_start_time(st.init_pid) == st.init_start_time)
+
+    # ------------------------------------------------------------------ start
+
+    def run(self, process: Process, timeout: float | None = None) -> ExitStatus:
+        """Start ``process`` as the container's payload and wait for it to end."""
+        self.start(process)
+        return self.wait(timeout)
+
+    def start(self, process: Process) -> None:
+        """Create the namespaces, set the container up and start ``process`` in it.
+
+        Returns once the payload runs (for an argv: once it was exec'd). A set-up step
+        that fails raises :class:`SetupError` naming the step; a pre-start hook that
+        fails raises :class:`HookError`. Either way nothing is left behind.
+        """
+        self._require_attached("start")
+        check_transition(self.id, self._state.status, "start")
+        cfg = self.config
+        spec_bytes = self._pickle_spec(process)
+        if cfg.network == "none":
+            from .network import preload
+
+            preload()
+        host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        init_r, init_w = os.pipe()
+        _flush_std()
+        host_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+            try:
+                host_sock.close()
+                os.close(init_w)
+                bootstrap_main(cfg, child_sock, init_r, host_pid)
+            finally:
+                os._exit(1)
+        child_sock.close()
+        os.close(init_r)
+        run = _Running(process, True, host_sock, pid, None, FrameReader())
+        self._initial = run
+        child_fds: list[int] = []
+        try:
+            deadline = time.monotonic() + SETUP_TIMEOUT
+            msg = self._expect(run, ("idmap", "init"), deadline)
+            if msg["t"] == "idmap":
+                with _step("write uid/gid maps"):
+                    self._write_id_maps(int(msg["pid"]))
+                send_msg(host_sock, {"t": "go"})
+                msg = self._expect(run, ("init",), deadline)
+            init_pid = int(msg["pid"])
+            self._pidfd = os.pidfd_open(init_pid)
+            st = self._state
+            st.init_pid = init_pid
+            st.init_start_time = linux.proc_start_time(init_pid)
+            st.namespace_paths = {name: f"/proc/{init_pid}/ns/{name}" for name, _ in NS_FILES}
+            st.cwd = self._cwd(process)
+            st.owner_pid = host_pid
+            st.owner_start_time = linux.proc_start_time(host_pid)
+            send_msg(host_sock, {"t": "go"})
+            self._expect(run, ("ready",), deadline)
+            self._save()
+            run_hooks("prestart", cfg.hooks.prestart, st)
+            run_hooks("create_runtime", cfg.hooks.create_runtime, st)
+            fds, child_fds = self._payload_fds(run)
+            socket.send_fds(host_sock, [json.dumps({"t": "process",
+                                                    "size": len(spec_bytes)}).encode()], fds)
+            _write_all(init_w, spec_bytes)
+            os.close(init_w)
+            init_w = -1
+            _close_all(child_fds)
+            child_fds = []
+            msg = self._expect(run, ("started",), deadline)
+            run.payload_pid = int(msg["pid"])
+            self._register(run)
+            self._confirm(run, deadline)
+            st.status = Status.RUNNING
+            st.started = time.time()
+            self._save()
+        except BaseException:
+            _close_all(child_fds)
+            if init_w >= 0:
+                os.close(init_w)
+            self._abort()
+            raise
+        for index, hook in enumerate(cfg.hooks.poststart):
+            try:
+                run_hook("poststart", index, hook, self._state)
+            except HookError as e:
+                self._hook_failed(e)
+
+    def exec(self, process: Process) -> Process:
+        """Start another process inside the running container (joined with setns).
+
+        Returns ``process``; call ``process.wait()`` for its exit status.
+        """
+        self._require_attached("exec")
+        check_transition(self.id, self.state().status, "exec")
+        st = self._state
+        assert st.init_pid is not None
+        spec_bytes = self._pickle_spec(process)
+        host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        run = _Running(process, False, host_sock, 0, None, FrameReader())
+        fds, child_fds = self._payload_fds(run)
+        _flush_std()
+        host_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover
+            try:
+                host_sock.close()
+                exec_main(self.config, child_sock, st.init_pid, host_pid, spec_bytes, fds)
+            finally:
+                os._exit(1)
+        child_sock.close()
+        _close_all(child_fds)
+        run.monitor_pid = pid
+        try:
+            deadline = time.monotonic() + SETUP_TIMEOUT
+            msg = self._expect(run, ("started",), deadline)
+            run.payload_pid = int(msg["pid"])
+            self._register(run)
+            self._confirm(run, deadline)
+        except BaseException:
+            self._kill_pid(run.payload_pid)
+            self._kill_pid(run.monitor_pid)
+            self._reap(run)
+            raise
+        return process
+
+    # -------------------------------------------------------- start helpers
+
+    def _require_attached(self, op: str) -> None:
+        if not self._attached:
+            raise ContainerError(f"container {self.id!r} was loaded from state: {op}() is only "
+                                 "possible in the process that created it")
+        if self._destroyed:
+            raise ContainerError(f"container {self.id!r} was destroyed")
+
+    def _cwd(self, process: Process) -> str:
+        return process.cwd or self.config.cwd or os.getcwd()
+
+    def _pickle_spec(self, process: Process) -> bytes:
+        import cloudpickle
+
+        if not isinstance(process, Process):
+            raise ProcessError(f"expected a Process, got {type(process).__name__}")
+        if process._container is not None:
+            raise ProcessError(f"{process!r} was already started")
+        target = None
+        if process.target is not None:
+            try:
+                target = cloudpickle.dumps((process.target, process.args, process.kwargs))
+            except Exception as e:
+                raise ProcessError(f"cannot ship {process!r} into the container: "
+                                   f"{type(e).__name__}: {e}") from e
+        cfg = self.config
+        env = dict(os.environ if cfg.env is None else cfg.env)
+        env.update(process.env)
+        rlimits: dict[str, Rlimit] = {r.name: r for r in cfg.rlimits}
+        rlimits.update({r.name: r for r in process.rlimits})
+        spec = {
+            "argv": process.argv,
+            "target": target,
+            "env": env,
+            "cwd": self._cwd(process),
+            "rlimits": list(rlimits.values()),
+            "user": process.user if process.user is not None else cfg.user,
+            "trusted": process.trusted,
+        }
+        data: bytes = cloudpickle.dumps(spec)
+        return data
+
+    def _payload_fds(self, run: _Running) -> tuple[list[int], list[int]]:
+        """Descriptors for the payload's [stdin, stdout, stderr, result] and the ones the
+        host opened for it (closed once they were handed over)."""
+        process = run.process
+        fds: list[int] = []
+        opened: list[int] = []
+        try:
+            for target, spec in enumerate((process.stdin, process.stdout, process.stderr)):
+                if spec is None:
+                    fd = os.dup(target)
+                    opened.append(fd)
+                elif spec == DEVNULL:
+                    fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                    opened.append(fd)
+                elif spec == PIPE:
+                    if target == 0:
+                        raise ProcessError("stdin=PIPE is not supported: use a path, "
+                                           "a file or DEVNULL")
+                    r, fd = os.pipe()
+                    opened.append(fd)
+                    os.set_blocking(r, False)
+                    run.captures[r] = _Capture(("stdin", "stdout", "stderr")[target],
+                                               process.max_output)
+                elif isinstance(spec, int):
+                    fd = spec
+                elif isinstance(spec, str):
+                    flags = os.O_RDONLY if target == 0 else \
+                        os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                    fd = os.open(spec, flags | os.O_CLOEXEC, 0o644)
+                    opened.append(fd)
+                elif hasattr(spec, "fileno"):
+                    fd = spec.fileno()
+                else:
+                    raise ProcessError(f"process.{('stdin', 'stdout', 'stderr')[target]}="
+                                       f"{spec!r}: use None, PIPE, DEVNULL, a fd, a file or a path")
+                fds.append(fd)
+            r, w = os.pipe()
+            try:
+                fcntl.fcntl(w, _F_SETPIPE_SZ, 1 << 20)
+            except OSError:
+                pass
+            os.set_blocking(r, False)
+            run.result_fd = r
+            run.reader = FrameReader(process.max_result_size or DEFAULT_MAX_FRAME)
+            fds.append(w)
+            opened.append(w)
+        except BaseException:
+            _close_all(opened)
+            _close_all(list(run.captures))
+            raise
+        return fds, opened
+
+    def _write_id_maps(self, pid: int) -> None:
+        cfg = self.config
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write("".join(m.line() for m in cfg.effective_uid_mappings()))
+        if os.geteuid() != 0:
+            with open(f"/proc/{pid}/setgroups", "w") as f:
+                f.write("deny")
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write("".join(m.line() for m in cfg.effective_gid_mappings()))
+
+    def _expect(self, run: _Running, types: tuple[str, ...], deadline: float) -> dict[str, Any]:
+        """The next sync message, which must be one of ``types``; errors become SetupError."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not _readable(run.sock, left):
+                raise SetupError("bootstrap", f"no answer within {SETUP_TIMEOUT:g} s "
+                                 f"(waiting for {'/'.join(types)})")
+            try:
+                msg = recv_msg(run.sock)
+            except (ChannelError, OSError) as e:
+                raise SetupError("bootstrap", str(e)) from None
+            if msg is None:
+                _, status = os.waitpid(run.monitor_pid, 0)
+                run.monitor_done = True
+                raise SetupError("bootstrap", "the container's set-up process ended early: "
+                                 + ExitStatus.from_wait_status(status).describe())
+            if msg["t"] == "error":
+                err = SetupError(str(msg.get("step")), str(msg.get("message")),
+                                 msg.get("errno") if isinstance(msg.get("errno"), int) else None)
+                err.remote_traceback = msg.get("traceback")  # type: ignore[attr-defined]
+                raise err
+            if msg["t"] in types:
+                return msg
+            if msg["t"] == "init-exit":
+                run.init_status = int(msg["status"])
+                continue
+            raise SetupError("bootstrap", f"unexpected message {msg['t']!r}")
+
+    def _register(self, run: _Running) -> None:
+        key = self._next_key
+        self._next_key += 1
+        run.process._container = self
+        run.process._key = key
+        self._procs[key] = run
+        if run.process.timeout is not None:
+            run.deadline = time.monotonic() + run.process.timeout
+
+    def _confirm(self, run: _Running, deadline: float) -> None:
+        """Block until the payload was exec'd (result pipe closed on exec) or its
+        callable is about to be called (a ``running`` frame); raise if set-up failed."""
+        assert run.result_fd is not None
+        while not run.confirmed and run.result_fd is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SetupError("payload", "the payload did not start in time")
+            _readable(run.result_fd, left)
+            self._read_result(run)
+        if run.result_error and not run.confirmed:
+            raise SetupError("payload", run.result_error)
+        if not run.confirmed:
+            run.confirmed = True  # argv: the pipe closed on exec
+
+    def _abort(self) -> None:
+        """Undo a failed start: every process gone, nothing left on disk."""
+        run = self._initial
+        if self._pidfd is not None:
+            _pidfd_kill(self._pidfd)
+        if run is not None:
+            self._kill_pid(run.monitor_pid)
+            self._reap(run)
+        self._remove()
+
+    # ---------------------------------------------------------------- waiting
+
+    def wait(self, timeout: float | None = None) -> ExitStatus:
+        """Wait for the payload to end; the container is then stopped.
+
+        ``timeout`` raises :class:`WaitTimeout` and leaves the container running;
+        ``Process(timeout=...)`` is the one that kills.
+        """
+        self._require_attached("wait")
+        check_transition(self.id, self._state.status, "wait")
+        if self._initial is None or self._initial.process._key is None:
+            raise ContainerError(f"container {self.id!r} has no payload to wait for")
+        return self._wait_process(self._initial.process._key, timeout)
+
+    def _wait_process(self, key: int, timeout: float | None) -> ExitStatus:
+        run = self._procs[key]
+        if run.exit is not None:
+            return run.exit
+        end = None if timeout is None else time.monotonic() + timeout
+        sel = selectors.DefaultSelector()
+        try:
+            if not run.monitor_done:
+                sel.register(run.sock, selectors.EVENT_READ, "sync")
+            if run.result_fd is not None:
+                sel.register(run.result_fd, selectors.EVENT_READ, "result")
+            for fd in run.captures:
+                sel.register(fd, selectors.EVENT_READ, "capture")
+            while not run.monitor_done:
+                now = time.monotonic()
+                if run.deadline is not None and now >= run.deadline and not run.timed_out:
+                    run.timed_out = True
+                    self._kill_run(run)
+                    run.deadline = None
+                limits = [t - now for t in (end, run.deadline) if t is not None]
+                if end is not None and end - now <= 0:
+                    raise WaitTimeout(f"container {self.id!r}: still running after "
+                                      f"{timeout:g} s")
+                for skey, _ in sel.select(max(0.0, min(limits)) if limits else None):
+                    what = skey.data
+                    if what == "sync":
+                        self._read_sync(run)
+                        if run.monitor_done:
+                            sel.unregister(run.sock)
+                    elif what == "result":
+                        fd = run.result_fd
+                        self._read_result(run)
+                        if run.result_fd is None:
+                            sel.unregister(fd)
+                    else:
+                        if not self._read_capture(run, skey.fd):
+                            sel.unregister(skey.fd)
+        finally:
+            sel.close()
+        return self._finish(run)
+
+    def _read_sync(self, run: _Running) -> None:
+        try:
+            msg = recv_msg(run.sock)
+        except (ChannelError, OSError):
+            msg = None
+        if msg is None:
+            run.monitor_done = True
+        elif msg["t"] == "exit":
+            run.payload_status = int(msg["status"])
+        elif msg["t"] == "init-exit":
+            run.init_status = int(msg["status"])
+        elif msg["t"] == "error":
+            run.result_error = f"{msg.get('step')}: {msg.get('message')}"
+
+    def _read_result(self, run: _Running) -> None:
+        fd = run.result_fd
+        assert fd is not None
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except BlockingIOError:
+            return
+        if chunk:
+            try:
+                frames = run.reader.feed(chunk)
+            except ChannelError as e:
+                self._set_result_error(run, str(e))
+                return
+            for kind, payload in frames:
+                self._handle_frame(run, kind, payload)
+            return
+        if run.reader.partial:
+            self._set_result_error(run, "result channel closed early, in the middle of a frame")
+        os.close(fd)
+        run.result_fd = None
+
+    def _set_result_error(self, run: _Running, message: str) -> None:
+        if run.result_error is None:
+            run.result_error = message
+        if run.result_fd is not None:  # stop reading: the writer gets EPIPE
+            os.close(run.result_fd)
+            run.result_fd = None
+
+    def _handle_frame(self, run: _Running, kind: bytes, payload: bytes) -> None:
+        if kind == KIND_PICKLE:
+            if not run.process.trusted:
+                self._set_result_error(run, "the container sent a pickled result, refused "
+                                            "because the process is not trusted")
+                return
+            if run.has_result:
+                self._set_result_error(run, "the container sent more than one result")
+                return
+            import cloudpickle
+
+            run.value = cloudpickle.loads(payload)
+            run.has_result = True
+            return
+        try:
+            msg = json.loads(payload)
+            t = msg["t"]
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+            self._set_result_error(run, "malformed result frame (not a JSON message)")
+            return
+        if t == "running":
+            run.confirmed = True
+        elif t == "exec-error":
+            self._set_result_error(run, str(msg.get("message")))
+        elif t in ("value", "exception", "value-error"):
+            if run.has_result:
+                self._set_result_error(run, "the container sent more than one result")
+                return
+            run.has_result = True
+            if t == "value":
+                run.value = msg.get("value")
+            elif t == "value-error":
+                self._set_result_error(run, str(msg.get("message")))
+            else:
+                run.exception = RemoteException(str(msg.get("type")), str(msg.get("message")),
+                                                str(msg.get("traceback", "")))
+        else:
+            self._set_result_error(run, f"unknown result message {str(t)[:40]!r}")
+
+    def _read_capture(self, run: _Running, fd: int) -> bool:
+        cap = run.captures[fd]
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                return True
+            if not chunk:
+                return False
+            cap.add(chunk)
+
+    def _finish(self, run: _Running) -> ExitStatus:
+        """Collect what is left once the process (and, for the payload, the container)
+        has ended, and build its ExitStatus."""
+        self._reap(run)
+        if run.result_fd is not None:
+            while run.result_fd is not None:
+                before = run.result_fd
+                self._read_result(run)
+                if run.result_fd == before:  # would block: a writer outlived the process
+                    os.close(before)
+                    run.result_fd = None
+        for fd in list(run.captures):
+            self._read_capture(run, fd)
+        status = run.payload_status if run.payload_status is not None else run.init_status
+        extra: dict[str, Any] = dict(
+            timed_out=run.timed_out, timeout=run.process.timeout, value=run.value,
+            exception=run.exception, result_error=run.result_error, has_result=run.has_result,
+            pid=run.payload_pid,
+        )
+        for fd, cap in run.captures.items():
+            extra[cap.name] = cap.value()
+            os.close(fd)
+        run.captures.clear()
+        if (run.process.target is not None and not run.has_result and run.result_error is None
+                and status is not None and os.WIFEXITED(status)):
+            extra["result_error"] = (f"the process exited with status "
+                                     f"{os.WEXITSTATUS(status)} before reporting a result")
+        if status is None:
+            result = ExitStatus(signal=_signal.SIGKILL, **extra)
+        else:
+            result = ExitStatus.from_wait_status(status, **extra)
+        run.exit = result
+        if run.initial:
+            self._stopped(result)
+        return result
+
+    def _reap(self, run: _Running) -> None:
+        try:
+            run.sock.close()
+        except OSError:
+            pass
+        run.monitor_done = True
+        if run.monitor_pid:
+            try:
+                os.waitpid(run.monitor_pid, 0)
+            except ChildProcessError:
+                pass
+            run.monitor_pid = 0
+
+    def _stopped(self, result: ExitStatus) -> None:
+        st = self._state
+        st.status = Status.STOPPED
+        st.finished = time.time()
+        st.exit = {"exit_code": result.exit_code, "signal": result.signal,
+                   "timed_out": result.timed_out, "oom_killed": result.oom_killed}
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        # the other processes run in the container are gone with it
+        for other in self._procs.values():
+            if not other.initial and other.exit is None:
+                self._wait_process(other.process._key or 0, None)
+        self._save()
+
+    # ------------------------------------------------------------- signalling
+
+    def signal(self, sig: int, all: bool = False) -> None:
+        """Send ``sig`` to the container's payload (through its init, which forwards it).
+
+        ``all=True`` sends it to every process in the container. SIGKILL ends the
+        whole container either way.
+        """
+        check_transition(self.id, self.state().status, "signal")
+        if sig == _signal.SIGKILL or not all:
+            self._signal_init(sig)
+            return
+        for pid in self.pids():
+            if pid != self._state.init_pid:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+
+    def pids(self) -> list[int]:
+        """Host pids of every process in the container's PID namespace, init first."""
+        st = self.state()
+        if st.init_pid is None or not self._init_alive():
+            return []
+        try:
+            ns = os.readlink(f"/proc/{st.init_pid}/ns/pid")
+        except OSError:
+            return []
+        found = [st.init_pid]
+        for name in os.listdir("/proc"):
+            if name.isdigit() and int(name) != st.init_pid:
+                try:
+                    if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                        found.append(int(name))
+                except OSError:
+                    pass
+        return found
+
+    def _signal_init(self, sig: int) -> None:
+        if self._pidfd is not None:
+            _signal.pidfd_send_signal(self._pidfd, sig)
+            return
+        st = self._state
+        if st.init_pid is None:
+            return
+        try:
+            fd = os.pidfd_open(st.init_pid)
+        except ProcessLookupError:
+            return
+        try:  # checked after opening: the pidfd now pins this very process
+            if linux.proc_start_time(st.init_pid) == st.init_start_time:
+                _signal.pidfd_send_signal(fd, sig)
+        finally:
+            os.close(fd)
+
+    def _kill_run(self, run: _Running) -> None:
+        if run.initial:
+            self._signal_init(_signal.SIGKILL)
+        else:
+            self._kill_pid(run.payload_pid)
+
+    def _kill_pid(self, pid: int | None) -> None:
+        if pid:
+            try:
+                os.kill(pid, _signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    # ---------------------------------------------------------------- destroy
+
+    def destroy(self) -> None:
+        """Kill whatever still runs, run poststop hooks and remove all state.
+
+        Poststop hook failures are reported as warnings (and kept in ``hook_errors``).
+        Destroying twice is harmless.
+        """
+        if self._destroyed:
+            return
+        st = self.state()
+        started = st.init_pid is not None
+        if st.status in (Status.RUNNING, Status.PAUSED):
+            self._signal_init(_signal.SIGKILL)
+            if self._attached and self._initial is not None and self._initial.process._key \
+                    is not None:
+                self._wait_process(self._initial.process._key, None)
+            else:
+                self._wait_gone()
+        if started:
+            for index, hook in enumerate(self.config.hooks.poststop):
+                try:
+                    run_hook("poststop", index, hook, st)
+                except HookError as e:
+                    self._hook_failed(e)
+        self._remove()
+
+    def _wait_gone(self, timeout: float = 10.0) -> None:
+        st = self._state
+        if st.init_pid is None:
+            return
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and self._init_alive():
+            time.sleep(0.01)
+
+    def _remove(self) -> None:
+        for run in self._procs.values():
+            for fd in [run.result_fd, *run.captures]:
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._destroyed = True
+
+    def _hook_failed(self, e: HookError) -> None:
+        self.hook_errors.append(e)
+        warnings.warn(str(e), RuntimeWarning, stacklevel=3)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class _step:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> bool:
+        if isinstance(exc, OSError):
+            raise SetupError(self.name, exc.strerror or str(exc), exc.errno) from exc
+        return False
+
+
+def _flush_std() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass
+
+
+def _readable(fd: int | socket.socket, timeout: float) -> bool:
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        return bool(sel.select(timeout))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _pidfd_kill(pidfd: int) -> None:
+    try:
+        _signal.pidfd_send_signal(pidfd, _signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
