@@ -237,14 +237,36 @@ def _init_loop(cfg: Config, sock: socket.socket, init_r: int) -> int:
 # -------------------------------------------------------------------------- filesystem
 
 
+# Devices of the filesystems this container mounted itself (its tmpfs mounts), and
+# whether the root is the host's own: mount points are only created where that
+# writes nothing to the host.
+_own_devices: set[int] = set()
+_host_root = True
+
+
+def _may_create(path: str) -> bool:
+    if not _host_root:
+        return True
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return os.stat(existing).st_dev in _own_devices
+
+
 def _ensure_dir(path: str) -> None:
-    if not os.path.isdir(path):
-        os.makedirs(path, exist_ok=True)
+    if os.path.isdir(path):
+        return
+    if not _may_create(path):
+        raise FileNotFoundError(
+            _errno.ENOENT, f"{path} does not exist, and the container shares the host's root "
+            "filesystem, so it is not created there: create it on the host, or mount below a "
+            "tmpfs of the container such as /tmp")
+    os.makedirs(path, exist_ok=True)
 
 
-def _make_readonly(path: str, recursive: bool = True) -> None:
+def _set_readonly(path: str, readonly: bool = True, recursive: bool = True) -> None:
     try:
-        linux.mount_setattr_readonly(path)
+        linux.mount_setattr_readonly(path, readonly, recursive)
         return
     except OSError as e:
         if e.errno not in (_errno.ENOSYS, _errno.EINVAL):
@@ -261,28 +283,38 @@ def _make_readonly(path: str, recursive: bool = True) -> None:
     for t in targets:
         st = os.statvfs(t)
         keep = st.f_flag & (linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
-        linux.mount(None, t, None, linux.MS_BIND | linux.MS_REMOUNT | linux.MS_RDONLY | keep)
+        linux.mount(None, t, None, linux.MS_BIND | linux.MS_REMOUNT | keep
+                    | (linux.MS_RDONLY if readonly else 0))
 
 
-def do_mount(m: Mount) -> None:
-    dest = m.destination
+def do_mount(m: Mount, dest: str, source_fd: int | None = None) -> None:
+    """Make mount ``m`` at ``dest`` (its destination, under the new root if any)."""
     if m.type == "bind":
-        assert m.source is not None
-        if os.path.isdir(m.source):
+        assert m.source is not None and source_fd is not None
+        # The source was opened before any mount of the container could hide it
+        # (a bind from under /tmp, or from the host before pivot_root).
+        source = f"/proc/self/fd/{source_fd}"
+        if os.path.isdir(source):
             _ensure_dir(dest)
         elif not os.path.exists(dest):
             _ensure_dir(os.path.dirname(dest))
+            if not _may_create(dest):
+                _ensure_dir(dest)  # raises with the explanation
             with open(dest, "a"):
                 pass
         flags = linux.MS_BIND | (linux.MS_REC if m.recursive else 0)
-        linux.mount(m.source, dest, None, flags)
-        if m.readonly:
-            _make_readonly(dest, m.recursive)
+        linux.mount(source, dest, None, flags)
+        # A bind inherits the flags of its source's mount, which a read-only root made
+        # read-only: say explicitly what this one is.
+        _set_readonly(dest, m.readonly, m.recursive)
         return
     _ensure_dir(dest)
     flags = linux.MS_NOSUID | linux.MS_NODEV | (linux.MS_RDONLY if m.readonly else 0)
     if m.type == "proc":
         linux.mount("proc", dest, "proc", flags | linux.MS_NOEXEC)
+        return
+    if m.type == "sysfs":
+        linux.mount("sysfs", dest, "sysfs", flags | linux.MS_NOEXEC)
         return
     opts = []
     if m.mode is not None:
@@ -290,26 +322,43 @@ def do_mount(m: Mount) -> None:
     if m.size is not None:
         opts.append(f"size={m.size}")
     linux.mount("tmpfs", dest, "tmpfs", flags, ",".join(opts) or None)
+    _own_devices.add(os.stat(dest).st_dev)
 
 
 def setup_filesystem(cfg: Config) -> None:
+    """Mounts, in runc's order: private propagation; the root (pivoted into when a
+    rootfs is given) made read-only if asked; the configured mounts; then the masked
+    and read-only paths, which apply to what the container finally sees."""
+    global _host_root
     if not cfg.namespaces.mount:
         return
+    _host_root = cfg.rootfs is None
+    root = cfg.rootfs or "/"
+    prefix = cfg.rootfs or ""
     with step("mount propagation private"):
         linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    sources: dict[int, int] = {}
+    for i, m in enumerate(cfg.mounts):
+        if m.type == "bind":
+            with step(f"open bind source {m.source}"):
+                sources[i] = os.open(m.source or "", os.O_PATH | os.O_CLOEXEC)
     if cfg.rootfs is not None:
         with step(f"rootfs {cfg.rootfs}"):
             linux.mount(cfg.rootfs, cfg.rootfs, None, linux.MS_BIND | linux.MS_REC)
+    if cfg.readonly:
+        with step("read-only root"):
+            _set_readonly(root)
+    for i, m in enumerate(cfg.mounts):
+        with step(f"mount {m.type} {m.destination}"):
+            do_mount(m, prefix + m.destination, sources.get(i))
+    for fd in sources.values():
+        os.close(fd)
+    if cfg.rootfs is not None:
+        with step(f"pivot_root {cfg.rootfs}"):
             os.chdir(cfg.rootfs)
             linux.pivot_root(".", ".")
             linux.umount2(".", linux.MNT_DETACH)
             os.chdir("/")
-    if cfg.readonly:
-        with step("read-only root"):
-            _make_readonly("/")
-    for m in cfg.mounts:
-        with step(f"mount {m.type} {m.destination}"):
-            do_mount(m)
     for path in cfg.masked_paths:
         with step(f"mask {path}"):
             try:
@@ -325,7 +374,7 @@ def setup_filesystem(cfg: Config) -> None:
                 linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
             except FileNotFoundError:
                 continue
-            _make_readonly(path)
+            _set_readonly(path)
 
 
 # ----------------------------------------------------------------------------- payload

@@ -61,8 +61,8 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = (
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _ENV_NAME = re.compile(r"^[^=\x00]+$")
-MountType = Literal["bind", "tmpfs", "proc"]
-_MOUNT_TYPES = ("bind", "tmpfs", "proc")
+MountType = Literal["bind", "tmpfs", "proc", "sysfs"]
+_MOUNT_TYPES = ("bind", "tmpfs", "proc", "sysfs")
 _RLIMITS = {
     name[len("RLIMIT_"):]: getattr(resource, name)
     for name in dir(resource)
@@ -109,7 +109,8 @@ class Mount:
     """A mount made inside the container, in order, after the root is in place.
 
     ``bind``: ``source`` (a host path) at ``destination``; ``tmpfs`` with an optional
-    ``size`` ("64M") and ``mode``; ``proc``: a new procfs of the container's PID namespace.
+    ``size`` ("64M") and ``mode``; ``proc``: a new procfs of the container's PID namespace;
+    ``sysfs``: a new sysfs, which shows the container's network devices only.
     """
 
     destination: str

@@ -124,17 +124,19 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
-def mount_setattr_readonly(path: str) -> None:
-    """Make the mount at ``path`` and every mount below it read-only (Linux >= 5.12).
+def mount_setattr_readonly(path: str, readonly: bool = True, recursive: bool = True) -> None:
+    """Make the mount at ``path`` (and every mount below it) read-only, or writable
+    again with ``readonly=False`` (Linux >= 5.12).
 
     Raises ``OSError(ENOSYS)`` on older kernels; callers fall back to remounting.
     """
     nr = _SYS_MOUNT_SETATTR.get(platform.machine())
     if nr is None:
         raise OSError(38, "mount_setattr: unknown syscall number on this architecture")
-    attr = _MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0)
+    attr = (_MountAttr(_MOUNT_ATTR_RDONLY, 0, 0, 0) if readonly
+            else _MountAttr(0, _MOUNT_ATTR_RDONLY, 0, 0))
     _check(_libc.syscall(ctypes.c_long(nr), ctypes.c_int(_AT_FDCWD), _b(path),
-                         ctypes.c_uint(_AT_RECURSIVE), ctypes.byref(attr),
+                         ctypes.c_uint(_AT_RECURSIVE if recursive else 0), ctypes.byref(attr),
                          ctypes.c_size_t(ctypes.sizeof(attr))), "mount_setattr", path)
 
 
