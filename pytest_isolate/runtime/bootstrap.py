@@ -488,16 +488,35 @@ def _exception_data(e: BaseException) -> dict[str, Any]:
     return {"t": "exception", "type": name, "message": message, "traceback": tb}
 
 
+def _fresh_std_streams() -> None:
+    """sys.stdin/stdout/stderr as a fresh interpreter has them, on fds 0-2.
+
+    The host's may be anything (pytest's capture files, a closed stream); output is
+    written through at once so that what was printed before a crash reaches the host.
+    """
+    import io
+
+    enc = sys.getfilesystemencoding()
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        if fd == 0:
+            stream = io.TextIOWrapper(io.BufferedReader(raw), encoding=enc)
+        else:
+            stream = io.TextIOWrapper(raw, encoding=enc, write_through=True,  # type: ignore[arg-type]
+                                      errors="backslashreplace" if fd == 2 else "strict")
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
 def _call(spec: dict[str, Any], result_fd: int) -> int:
     import faulthandler
 
     import cloudpickle
 
-    for stream in (sys.stdout, sys.stderr):
-        try:  # output printed just before a crash must reach the host
-            stream.reconfigure(write_through=True)  # type: ignore[union-attr]
-        except (AttributeError, ValueError):
-            pass
+    _fresh_std_streams()
+    # The host may have enabled faulthandler (pytest does); its signal handlers were
+    # reset above, and enable() alone would not install them again.
+    faulthandler.disable()
     faulthandler.enable(file=sys.stderr, all_threads=True)
     _send_json(result_fd, {"t": "running"})
     code = 0

@@ -54,17 +54,30 @@ class FrameReader:
         self._need: int | None = None
         self._kind = b""
         self.total = 0
+        self.error: str | None = None
 
     def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """The complete frames ``data`` finishes. On bad input, the frames before it
+        are still returned and ``error`` says what was wrong; nothing more is parsed."""
+        frames: list[tuple[bytes, bytes]] = []
+        try:
+            self._parse(data, frames)
+        except ChannelError as e:
+            self.error = str(e)
+            self._buf.clear()
+        return frames
+
+    def _parse(self, data: bytes, frames: list[tuple[bytes, bytes]]) -> None:
+        if self.error is not None:
+            return
         self.total += len(data)
         if self.total > self.max_frame + 4096 + HEADER.size * 16:
             raise ChannelError(f"result channel exceeded {self.max_frame} bytes")
         self._buf += data
-        frames: list[tuple[bytes, bytes]] = []
         while True:
             if self._need is None:
                 if len(self._buf) < HEADER.size:
-                    return frames
+                    return
                 magic, kind, length = HEADER.unpack_from(self._buf)
                 if magic != MAGIC or kind not in (KIND_JSON, KIND_PICKLE):
                     raise ChannelError("malformed frame header on the result channel")
@@ -74,7 +87,7 @@ class FrameReader:
                 del self._buf[: HEADER.size]
                 self._need, self._kind = length, kind
             if len(self._buf) < self._need:
-                return frames
+                return
             frames.append((self._kind, bytes(self._buf[: self._need])))
             del self._buf[: self._need]
             self._need = None

@@ -514,16 +514,14 @@ class Container:
         except BlockingIOError:
             return
         if chunk:
-            try:
-                frames = run.reader.feed(chunk)
-            except ChannelError as e:
-                self._set_result_error(run, str(e))
-                return
-            for kind, payload in frames:
+            for kind, payload in run.reader.feed(chunk):
                 self._handle_frame(run, kind, payload)
+            if run.reader.error is not None:
+                self._set_result_error(run, run.reader.error)
             return
         if run.reader.partial:
             self._set_result_error(run, "result channel closed early, in the middle of a frame")
+            return
         os.close(fd)
         run.result_fd = None
 
