@@ -207,7 +207,9 @@ class Rlimit:
 class Hook:
     """A lifecycle hook: an executable that gets the state JSON on stdin, or a callable.
 
-    The callable form is called in the host process with the container's ``State``.
+    As in the OCI runtime spec, ``args`` is the whole argv (``args[0]`` included) and
+    ``env`` a list of ``NAME=value`` strings. The callable form is called in the host
+    process with the container's ``State``.
     """
 
     path: str | None = None

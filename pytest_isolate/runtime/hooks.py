@@ -33,8 +33,10 @@ def run_hook(kind: str, index: int, hook: Hook, state: State) -> None:
     import json
 
     try:
-        proc = subprocess.run([hook.path, *hook.args], input=json.dumps(state.oci()).encode(),
-                              env=env, timeout=timeout, capture_output=True, close_fds=True)
+        # As in the OCI spec, args is the whole argv, argv[0] included.
+        proc = subprocess.run(list(hook.args) or [hook.path], executable=hook.path,
+                              input=json.dumps(state.oci()).encode(), env=env, timeout=timeout,
+                              capture_output=True, close_fds=True)
     except subprocess.TimeoutExpired:
         raise HookError(kind, index, hook.name, f"timed out after {timeout:g} s") from None
     except OSError as e:

@@ -1,0 +1,268 @@
+"""Factory and container lifecycle: ids, state files, transitions, load, gc, hooks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pytest_isolate.runtime import (
+    Config,
+    ConfigError,
+    ContainerExistsError,
+    ContainerNotFoundError,
+    Factory,
+    Hook,
+    HookError,
+    Hooks,
+    IllegalTransitionError,
+    Mount,
+    Process,
+    SetupError,
+    Status,
+)
+
+
+@pytest.mark.parametrize("bad", ["", ".", "..", "../x", "a/b", "-x", "x" * 129, "a b", None])
+def test_ids_are_validated(factory, bad):
+    with pytest.raises(ConfigError) as ei:
+        factory.create(bad)
+    assert ei.value.field == "id"
+    assert not any(n not in ("state",) for n in os.listdir(os.path.dirname(factory.root)))
+
+
+def test_create_twice_and_load_missing(factory):
+    factory.create("one")
+    with pytest.raises(ContainerExistsError, match="'one' already exists"):
+        factory.create("one")
+    with pytest.raises(ContainerNotFoundError, match="no container 'two'"):
+        factory.load("two")
+    assert factory.list() == ["one"]
+    factory.load("one").destroy()
+    assert factory.list() == []
+
+
+def test_state_file_through_the_lifecycle(factory):
+    c = factory.create("life", Config(hostname="life", annotations={"k": "v"}))
+    path = os.path.join(factory.root, "life", "state.json")
+    st = json.load(open(path))
+    assert st["status"] == "created" and st["init_pid"] is None
+    assert st["config"]["hostname"] == "life" and st["annotations"] == {"k": "v"}
+    c.start(Process(target=time.sleep, args=(60,)))
+    st = json.load(open(path))
+    assert st["status"] == "running"
+    assert st["init_pid"] == c.state().init_pid and st["init_start_time"]
+    assert set(st["namespace_paths"]) >= {"pid", "mnt", "net", "uts", "ipc"}
+    assert st["owner_pid"] == os.getpid()
+    c.signal(signal.SIGKILL)
+    c.wait(timeout=10)
+    st = json.load(open(path))
+    assert st["status"] == "stopped" and st["exit"]["signal"] == signal.SIGKILL
+    mounts = open("/proc/self/mountinfo").read()
+    c.destroy()
+    assert not os.path.exists(os.path.dirname(path))
+    assert open("/proc/self/mountinfo").read() == mounts
+    c.destroy()  # twice is harmless
+
+
+def test_illegal_transitions_raise(factory):
+    c = factory.create("t")
+    with pytest.raises(IllegalTransitionError, match="'t' is created: cannot exec"):
+        c.exec(Process(["true"]))
+    with pytest.raises(IllegalTransitionError, match="cannot signal"):
+        c.signal(signal.SIGTERM)
+    c.run(Process(["true"]))
+    assert c.status is Status.STOPPED
+    with pytest.raises(IllegalTransitionError, match="'t' is stopped: cannot start"):
+        c.start(Process(["true"]))
+    with pytest.raises(IllegalTransitionError, match="stopped: cannot exec"):
+        c.exec(Process(["true"]))
+    with pytest.raises(IllegalTransitionError, match="stopped: cannot signal"):
+        c.signal(signal.SIGTERM)
+    c.destroy()
+
+
+LOADER = textwrap.dedent("""
+    import json, signal, sys
+    from pytest_isolate.runtime import Factory
+    c = Factory(sys.argv[1]).load(sys.argv[2])
+    st = c.state()
+    seen = {"status": st.status.value, "pid": st.init_pid, "pids": len(c.pids())}
+    c.signal(signal.SIGTERM)
+    print(json.dumps(seen))
+""")
+
+
+def test_load_from_a_second_process_sees_and_signals_the_container(factory):
+    c = factory.create("shared")
+    c.start(Process(target=time.sleep, args=(60,)))
+    out = subprocess.run([sys.executable, "-c", LOADER, factory.root, "shared"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout)
+    assert seen == {"status": "running", "pid": c.state().init_pid, "pids": 2}
+    st = c.wait(timeout=10)
+    assert st.signal == signal.SIGTERM
+    loaded = factory.load("shared")
+    assert loaded.status is Status.STOPPED
+    loaded.destroy()
+    assert factory.list() == []
+
+
+def test_a_loaded_container_reports_stopped_when_its_init_is_gone(factory):
+    c = factory.create("gone")
+    c.start(Process(target=time.sleep, args=(60,)))
+    other = factory.load("gone")
+    assert other.status is Status.RUNNING
+    os.kill(c.state().init_pid, signal.SIGKILL)
+    c.wait(timeout=10)
+    assert other.status is Status.STOPPED
+    with pytest.raises(IllegalTransitionError):
+        other.signal(signal.SIGTERM)
+    c.destroy()
+
+
+ORPHANER = textwrap.dedent("""
+    import sys, time
+    from pytest_isolate.runtime import Factory, Process
+    c = Factory(sys.argv[1]).create("orphan")
+    c.start(Process(["sleep", "300"]))
+    print(c.state().init_pid, flush=True)
+    time.sleep(300)
+""")
+
+
+def test_owner_killed_then_gc_collects(factory):
+    owner = subprocess.Popen([sys.executable, "-c", ORPHANER, factory.root],
+                             stdout=subprocess.PIPE, text=True)
+    init_pid = int(owner.stdout.readline())
+    assert factory.load("orphan").status is Status.RUNNING
+    owner.kill()
+    owner.wait()
+    owner.stdout.close()
+    # the parent-death signal takes the container down with its owner
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/proc/{init_pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert factory.load("orphan").status is Status.STOPPED
+    assert factory.gc() == ["orphan"]
+    assert factory.list() == []
+
+
+def test_gc_keeps_containers_of_live_owners(factory):
+    c = factory.create("mine")
+    assert factory.gc() == []
+    c.destroy()
+
+
+def test_a_failing_setup_step_names_itself_and_leaves_nothing(factory):
+    cfg = Config(mounts=(*Config().mounts, Mount("/tmp/x", source="/no/such/source")))
+    c = factory.create("bad", cfg)
+    with pytest.raises(SetupError) as ei:
+        c.start(Process(["true"]))
+    assert ei.value.step == "open bind source /no/such/source"
+    assert ei.value.errno == 2
+    assert "open bind source /no/such/source" in str(ei.value)
+    assert factory.list() == []
+
+
+HOOK = textwrap.dedent("""\
+    #!/bin/sh
+    echo "$1 $(cat)" >> "$2"
+    exit "${3:-0}"
+""")
+
+
+@pytest.fixture
+def hook_script(tmp_path):
+    path = tmp_path / "hook.sh"
+    path.write_text(HOOK)
+    path.chmod(0o755)
+    return str(path)
+
+
+def _hook(script, kind, log, code=0):
+    return Hook(path=script, args=("hook", kind, str(log), str(code)))
+
+
+def test_hooks_run_in_order_with_the_state_on_stdin(factory, hook_script, tmp_path):
+    log = tmp_path / "hooks.log"
+    seen = []
+    hooks = Hooks(
+        prestart=(_hook(hook_script, "prestart", log),),
+        create_runtime=(_hook(hook_script, "create_runtime", log),
+                        Hook(callable=lambda st: seen.append(("create_runtime", st.status)))),
+        poststart=(_hook(hook_script, "poststart", log),),
+        poststop=(_hook(hook_script, "poststop", log),),
+    )
+    c = factory.create("hooked", Config(hooks=hooks))
+    c.run(Process(["true"]))
+    init_pid = c.state().init_pid
+    c.destroy()
+    lines = log.read_text().splitlines()
+    kinds = [line.split(" ", 1)[0] for line in lines]
+    assert kinds == ["prestart", "create_runtime", "poststart", "poststop"]
+    states = [json.loads(line.split(" ", 1)[1]) for line in lines]
+    assert all(s["id"] == "hooked" and s["pid"] == init_pid for s in states)
+    assert [s["status"] for s in states] == ["created", "created", "running", "stopped"]
+    assert seen == [("create_runtime", Status.CREATED)]
+
+
+def test_a_failing_prestart_hook_aborts_and_is_named(factory, hook_script, tmp_path):
+    log = tmp_path / "hooks.log"
+    hooks = Hooks(prestart=(_hook(hook_script, "first", log),
+                            _hook(hook_script, "second", log, code=3)))
+    c = factory.create("hooked", Config(hooks=hooks))
+    with pytest.raises(HookError) as ei:
+        c.start(Process(["sleep", "60"]))
+    assert (ei.value.kind, ei.value.index) == ("prestart", 1)
+    assert "prestart hook #1" in str(ei.value) and "exit status 3" in str(ei.value)
+    assert factory.list() == []
+
+
+def test_a_hanging_hook_times_out(factory, tmp_path):
+    hooks = Hooks(create_runtime=(Hook(path="/bin/sleep", args=("sleep", "30"), timeout=0.3),))
+    c = factory.create("slow", Config(hooks=hooks))
+    with pytest.raises(HookError, match="timed out after 0.3 s"):
+        c.start(Process(["true"]))
+
+
+def test_a_failing_poststop_hook_is_reported_not_fatal(factory, hook_script, tmp_path):
+    log = tmp_path / "hooks.log"
+    hooks = Hooks(poststop=(_hook(hook_script, "poststop", log, code=1),))
+    c = factory.create("hooked", Config(hooks=hooks))
+    c.run(Process(["true"]))
+    with pytest.warns(RuntimeWarning, match="poststop hook #0"):
+        c.destroy()
+    assert len(c.hook_errors) == 1
+    assert factory.list() == []
+
+
+def test_destroy_kills_a_running_container(factory):
+    c = factory.create("d")
+    c.start(Process(["sleep", "300"]))
+    pid = c.state().init_pid
+    c.destroy()
+    assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert factory.list() == []
+
+
+def test_context_manager_destroys(factory):
+    with factory.create("cm") as c:
+        c.run(Process(["true"]))
+    assert factory.list() == []
+
+
+def test_default_root(monkeypatch):
+    from pytest_isolate.runtime import default_root
+
+    assert default_root() == ("/run/pytest-isolate" if os.geteuid() == 0
+                              else default_root())
+    f = Factory()
+    assert os.path.isdir(f.root)
