@@ -1,28 +1,32 @@
 """The container side of start-up: everything between the host's fork and the payload.
 
-Three processes take part (host pids on the left of each arrow)::
+Three processes take part: the bootstrap B (the host's child), the init I (PID 1 of
+the new PID namespace) and the payload P (I's child)::
 
-    host                      bootstrap (B)                 init (I, PID 1)          payload (P)
-    ----                      -------------                 ---------------          -----------
-    fork ------------------>  pdeathsig, fds -> /dev/null
-                              unshare(namespaces)
-         <-- idmap ---------  (user namespace only)
+    host                         B                        I (PID 1)             P
+    fork -----------------> pdeathsig,
+                            fds -> /dev/null,
+                            unshare(namespaces)
+         <-- idmap -------  (user namespace only)
     write uid/gid maps
-         --- go ----------->  become root in the userns
-                              fork --------------------->   pdeathsig
-         <-- init {pid} ----
+         --- go --------->  setresuid(0)
+                            fork -----------------> pdeathsig
+         <-- init {pid} --
     place I in cgroups
-         --- go ----------------------------------------->  mounts, /proc, tmpfs, ro root,
-                                                            masked paths, hostname, lo up
-         <-- ready ---------------------------------------
+         --- go ----------------------------------> mounts, /proc, tmpfs,
+                                                    ro root, masked paths,
+                                                    hostname, lo up
+         <-- ready --------------------------------
     prestart hooks
-         --- process {size} + fds (SCM_RIGHTS) ---------->
-    (process bytes on the init pipe) -------------------->  fork ----------------->  signals, stdio, env,
-         <-- started {pid} --------------------------------                          cwd, rlimits, user,
-                                                            reap, forward signals    no_new_privs, exec
-                                                                                     or call; result
-         <-- exit {status} --------------------------------  (payload ended)          frames -> host
-         <-- init-exit {status}  (I reaped: every process of the PID namespace is gone)
+         --- process {size} + stdio fds ----------> read the process
+             (bytes on the init pipe)               fork --------------> signals, stdio,
+         <-- started {pid} ------------------------                      env, cwd, rlimits,
+                                                    reap zombies,        user, caps,
+                                                    forward signals      no_new_privs,
+                                                                         seccomp; exec
+                                                                         or call, result
+         <-- exit {status} ------------------------ (P ended)            frames -> host
+         <-- init-exit {status}  (I reaped: nothing of the PID namespace is left)
 
 Every message is a JSON object on the sync socket pair. A step that fails sends
 ``{"t": "error", "step": ..., "errno": ..., "message": ...}`` and exits; the host
@@ -502,8 +506,9 @@ def _fresh_std_streams() -> None:
         if fd == 0:
             stream = io.TextIOWrapper(io.BufferedReader(raw), encoding=enc)
         else:
-            stream = io.TextIOWrapper(raw, encoding=enc, write_through=True,  # type: ignore[arg-type]
-                                      errors="backslashreplace" if fd == 2 else "strict")
+            stream = io.TextIOWrapper(
+                raw, encoding=enc, write_through=True,  # type: ignore[arg-type]
+                errors="backslashreplace" if fd == 2 else "strict")
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
 

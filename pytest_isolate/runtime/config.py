@@ -59,7 +59,8 @@ DEFAULT_READONLY_PATHS: tuple[str, ...] = (
     "/proc/sysrq-trigger",
 )
 
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _ENV_NAME = re.compile(r"^[^=\x00]+$")
 MountType = Literal["bind", "tmpfs", "proc", "sysfs"]
 _MOUNT_TYPES = ("bind", "tmpfs", "proc", "sysfs")
@@ -139,7 +140,8 @@ class Mount:
                 raise ConfigError(f"mounts[{self.destination}].size", self.size,
                                   "only a tmpfs mount has a size")
             _set(self, "size", parse_size(self.size, f"mounts[{self.destination}].size"))
-        if self.mode is not None and (not isinstance(self.mode, int) or not 0 <= self.mode <= 0o7777):
+        if self.mode is not None and (not isinstance(self.mode, int)
+                                      or not 0 <= self.mode <= 0o7777):
             raise ConfigError(f"mounts[{self.destination}].mode", self.mode,
                               "an octal permission like 0o1777")
 
@@ -196,7 +198,7 @@ class Rlimit:
 
     @property
     def resource(self) -> int:
-        return _RLIMITS[self.name]
+        return int(_RLIMITS[self.name])
 
     def values(self) -> tuple[int, int]:
         inf = resource.RLIM_INFINITY
@@ -220,7 +222,8 @@ class Hook:
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.callable is None):
-            raise ConfigError("hooks", self.path, "a hook is either an executable path or a callable")
+            raise ConfigError("hooks", self.path,
+                              "a hook is either an executable path or a callable")
         if self.path is not None:
             _set(self, "path", _abs_path("hooks.path", self.path))
         _set(self, "args", tuple(self.args))
@@ -452,8 +455,8 @@ class Config:
         d["resources"] = Resources(**d.get("resources", {}))
         hooks = d.get("hooks", {})
         d["hooks"] = Hooks(**{
-            kind: tuple(Hook(**{k: (tuple(v) if isinstance(v, list) else v)
-                                for k, v in h.items() if k != "callable"})
+            kind: tuple(Hook(path=h["path"], args=tuple(h.get("args", ())),
+                             env=tuple(h.get("env", ())), timeout=h.get("timeout"))
                         for h in hooks.get(kind, ()) if h.get("path"))
             for kind in HOOK_KINDS
         })

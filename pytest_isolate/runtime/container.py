@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import linux
 from .bootstrap import NS_FILES, bootstrap_main, exec_main
@@ -481,10 +481,9 @@ class Container:
                         if run.monitor_done:
                             sel.unregister(run.sock)
                     elif what == "result":
-                        fd = run.result_fd
                         self._read_result(run)
                         if run.result_fd is None:
-                            sel.unregister(fd)
+                            sel.unregister(skey.fd)
                     else:
                         if not self._read_capture(run, skey.fd):
                             sel.unregister(skey.fd)
@@ -779,7 +778,7 @@ class _step:
         return None
 
     def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> bool:
+                 tb: object) -> Literal[False]:
         if isinstance(exc, OSError):
             raise SetupError(self.name, exc.strerror or str(exc), exc.errno) from exc
         return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -77,13 +78,13 @@ class Factory:
                                          f"({e})") from None
         return Container(self, state, Config.from_dict(state.config), attached=False)
 
-    def list(self) -> list[str]:
+    def list(self) -> builtins.list[str]:
         """Ids of the containers that have state under the root, sorted."""
         return sorted(name for name in os.listdir(self.root)
                       if _ID.match(name) and os.path.isfile(
                           os.path.join(self.root, name, "state.json")))
 
-    def gc(self) -> list[str]:
+    def gc(self) -> builtins.list[str]:
         """Remove containers whose owner process died; kill what still runs of them.
 
         Returns the ids collected.

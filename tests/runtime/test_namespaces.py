@@ -289,6 +289,6 @@ def test_rootfs_pivot_with_host_binds(run, tmp_path):
                  mounts=(*Config().mounts[:2], *binds, Mount("/dev/null", source="/dev/null")))
     st = run(["/bin/sh", "-c", "cat /marker; ls /"], cfg, stdout=PIPE, stderr=PIPE)
     assert st.exit_code == 0, st
-    first, *listing = st.stdout.decode().split()
+    _, *listing = st.stdout.decode().split()
     assert "in the new root" in st.stdout.decode()
     assert "work" not in listing and "marker" in listing

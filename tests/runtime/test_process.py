@@ -266,7 +266,7 @@ def test_env_rlimits_cwd_and_no_new_privs_inside(run):
         import resource
 
         with open("/proc/self/status") as f:
-            nnp = [line.split()[1] for line in f if line.startswith("NoNewPrivs")][0]
+            nnp = next(line.split()[1] for line in f if line.startswith("NoNewPrivs"))
         return {"env": dict(os.environ), "nofile": list(resource.getrlimit(
             resource.RLIMIT_NOFILE)), "cwd": os.getcwd(), "nnp": nnp}
 
@@ -283,7 +283,7 @@ def test_host_environment_is_inherited_by_default(run, monkeypatch):
 
 
 def test_no_host_descriptor_reaches_the_container(run, tmp_path):
-    held = open(tmp_path / "held", "w")  # noqa: SIM115 - kept open on purpose
+    held = open(tmp_path / "held", "w")  # kept open on purpose
     try:
         def fds():
             out = {}
