@@ -1,4 +1,4 @@
-"""Suite-wide checks: every test leaves the host as it found it."""
+"""Suite-wide checks: every test, and the run as a whole, leave the host as found."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "tests"))
 
-from hostcheck import Snapshot, leftovers
+from hostcheck import Snapshot, leftovers  # noqa: E402
+
+_session_start: Snapshot | None = None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _session_start
+    _session_start = Snapshot.take()
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +27,14 @@ def _no_leftovers(request: pytest.FixtureRequest):
     problems = leftovers(before, os.getpid())
     if problems:
         pytest.fail("left behind on the host: " + "; ".join(problems), pytrace=False)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The whole run, fixtures of every scope included, must leave nothing behind."""
+    if _session_start is None or hasattr(session.config, "workerinput"):
+        return
+    problems = leftovers(_session_start, os.getpid())
+    if problems:
+        session.config.get_terminal_writer().line(
+            "pytest-isolate suite left behind on the host: " + "; ".join(problems), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

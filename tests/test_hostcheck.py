@@ -1,0 +1,42 @@
+"""The suite's own leak check must see what it is meant to catch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+
+import pytest
+from hostcheck import Snapshot, leftovers
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates namespaces and mounts: "
+                                                          "needs root")
+
+
+def test_sees_a_process_left_in_a_pid_namespace():
+    before = Snapshot.take()
+    p = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", "sleep", "30"])
+    try:
+        problems = leftovers(before, os.getpid(), wait=0.5)
+        assert any("processes" in p for p in problems), problems
+    finally:
+        p.kill()
+        p.wait()
+    assert leftovers(before, os.getpid()) == []
+
+
+def test_sees_a_mount_and_a_cgroup():
+    before = Snapshot.take()
+    d = tempfile.mkdtemp(prefix="hostcheck-", dir="/var/tmp")
+    cg = "/sys/fs/cgroup/pids/hostcheck-isolate-probe"
+    subprocess.run(["mount", "-t", "tmpfs", "none", d], check=True)
+    os.mkdir(cg)
+    try:
+        problems = leftovers(before, os.getpid(), wait=0)
+        assert any("mounts" in p and d in p for p in problems), problems
+        assert any("cgroups" in p and cg in p for p in problems), problems
+    finally:
+        subprocess.run(["umount", d], check=True)
+        os.rmdir(d)
+        os.rmdir(cg)
+    assert leftovers(before, os.getpid()) == []
