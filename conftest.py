@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "tests"))
 
-from hostcheck import Snapshot, leftovers  # noqa: E402
+from hostcheck import Snapshot, leftovers
 
 _session_start: Snapshot | None = None
 
