@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from .bootstrap import emit
 from .config import (
     DEFAULT_MASKED_PATHS,
     DEFAULT_MOUNTS,
@@ -71,4 +72,5 @@ __all__ = [
     "Status",
     "WaitTimeout",
     "default_root",
+    "emit",
 ]

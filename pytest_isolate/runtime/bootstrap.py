@@ -471,6 +471,21 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
         os._exit(code)
 
 
+_result_fd: int | None = None
+
+
+def emit(data: Any) -> None:
+    """From inside a callable payload: send ``data`` (JSON-compatible) to the host now.
+
+    The host passes it to ``Process(on_message=...)`` while the payload runs, so what
+    was sent survives a later crash. Raises ``TypeError`` for data that is not
+    JSON-compatible and ``RuntimeError`` outside a payload.
+    """
+    if _result_fd is None:
+        raise RuntimeError("emit() is only available inside a container's callable payload")
+    write_frame(_result_fd, KIND_JSON, json.dumps({"t": "message", "data": data}).encode())
+
+
 def _send_json(fd: int, obj: dict[str, Any]) -> None:
     try:
         write_frame(fd, KIND_JSON, json.dumps(obj).encode())
@@ -518,6 +533,8 @@ def _call(spec: dict[str, Any], result_fd: int) -> int:
 
     import cloudpickle
 
+    global _result_fd
+    _result_fd = result_fd
     _fresh_std_streams()
     # The host may have enabled faulthandler (pytest does); its signal handlers were
     # reset above, and enable() alone would not install them again.

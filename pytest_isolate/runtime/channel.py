@@ -46,7 +46,10 @@ def write_frame(fd: int, kind: bytes, payload: bytes) -> None:
 
 
 class FrameReader:
-    """Incremental frame parser with a hard size cap per frame and in total."""
+    """Incremental frame parser with a hard size cap per frame and in total.
+
+    The buffer never holds more than one frame plus one read's worth of bytes.
+    """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
@@ -70,9 +73,6 @@ class FrameReader:
     def _parse(self, data: bytes, frames: list[tuple[bytes, bytes]]) -> None:
         if self.error is not None:
             return
-        self.total += len(data)
-        if self.total > self.max_frame + 4096 + HEADER.size * 16:
-            raise ChannelError(f"result channel exceeded {self.max_frame} bytes")
         self._buf += data
         while True:
             if self._need is None:
@@ -88,6 +88,9 @@ class FrameReader:
                 self._need, self._kind = length, kind
             if len(self._buf) < self._need:
                 return
+            self.total += HEADER.size + self._need
+            if self.total > self.max_frame + 4096:
+                raise ChannelError(f"the result channel carried more than {self.max_frame} bytes")
             frames.append((self._kind, bytes(self._buf[: self._need])))
             del self._buf[: self._need]
             self._need = None

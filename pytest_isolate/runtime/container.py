@@ -82,6 +82,7 @@ class _Running:
     result_error: str | None = None
     has_result: bool = False
     confirmed: bool = False
+    callback_error: BaseException | None = None
     exit: ExitStatus | None = None
 
 
@@ -553,6 +554,12 @@ class Container:
             return
         if t == "running":
             run.confirmed = True
+        elif t == "message":
+            if run.process.on_message is not None and run.callback_error is None:
+                try:
+                    run.process.on_message(msg.get("data"))
+                except BaseException as e:  # raised from wait() once the process is reaped
+                    run.callback_error = e
         elif t == "exec-error":
             self._set_result_error(run, str(msg.get("message")))
         elif t in ("value", "exception", "value-error"):
@@ -615,6 +622,9 @@ class Container:
         run.exit = result
         if run.initial:
             self._stopped(result)
+        if run.callback_error is not None:
+            err, run.callback_error = run.callback_error, None
+            raise err
         return result
 
     def _reap(self, run: _Running) -> None:

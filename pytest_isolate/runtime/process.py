@@ -112,6 +112,9 @@ class Process:
     captures on the host, :data:`DEVNULL`, a file descriptor, an open file, or a path
     (opened by the host, so output survives a crash). ``env`` is added to the
     container's environment. ``timeout`` kills the whole container at the deadline.
+    ``on_message`` is called on the host, while it waits, with each piece of data the
+    payload sends with :func:`pytest_isolate.runtime.emit` (JSON data, never unpickled).
+    ``max_result_size`` caps each frame and the whole result channel (default 256 MiB).
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class Process:
         trusted: bool = False,
         max_result_size: int | None = None,
         max_output: int = 64 * 2**20,
+        on_message: Callable[[Any], None] | None = None,
     ) -> None:
         if (argv is None) == (target is None):
             raise ConfigError("process", argv, "give either an argv list or target=callable")
@@ -140,6 +144,8 @@ class Process:
                     isinstance(a, str) for a in argv):
                 raise ConfigError("process.argv", argv, "a non-empty list of strings")
             argv = list(argv)
+        if on_message is not None and not callable(on_message):
+            raise ConfigError("process.on_message", on_message, "a callable taking one argument")
         if target is not None and not callable(target):
             raise ConfigError("process.target", target, "a callable")
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
@@ -164,6 +170,7 @@ class Process:
         self.trusted = trusted
         self.max_result_size = max_result_size
         self.max_output = max_output
+        self.on_message = on_message
         self._container: Container | None = None
         self._key: int | None = None
 

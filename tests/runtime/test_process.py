@@ -372,3 +372,46 @@ def test_a_process_cannot_be_started_twice(factory):
 def test_wait_before_start(factory):
     with factory.create("a") as c, pytest.raises(ContainerError):
         c.wait()
+
+
+def _emit_then_crash():
+    import ctypes
+
+    from pytest_isolate.runtime import emit
+
+    emit({"phase": "setup", "n": 1})
+    emit(["call"])
+    ctypes.string_at(0)
+
+
+def test_messages_emitted_before_a_crash_reach_the_host(run):
+    got = []
+    st = run(_emit_then_crash, on_message=got.append)
+    assert got == [{"phase": "setup", "n": 1}, ["call"]]
+    assert st.signal == signal.SIGSEGV
+
+
+def test_emit_outside_a_payload_is_an_error():
+    from pytest_isolate.runtime import emit
+
+    with pytest.raises(RuntimeError, match="only available inside"):
+        emit(1)
+
+
+def test_a_failing_message_callback_is_raised_from_wait(run):
+    def boom(data):
+        raise KeyError(data)
+
+    with pytest.raises(KeyError):
+        run(_emit_then_crash, on_message=boom)
+
+
+def test_the_result_channel_total_is_capped(run):
+    def many():
+        from pytest_isolate.runtime import emit
+
+        for _ in range(100):
+            emit("z" * 1000)
+
+    st = run(many, max_result_size=10_000)
+    assert "carried more than 10000 bytes" in st.result_error
