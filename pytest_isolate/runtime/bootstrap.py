@@ -51,7 +51,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from . import linux
+from . import capabilities, linux
 from .channel import KIND_JSON, KIND_PICKLE, recv_msg, send_msg, write_frame
 from .config import Config, Mount, parse_user
 
@@ -440,13 +440,19 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
             for r in spec["rlimits"]:
                 resource.setrlimit(r.resource, r.values())
         user = spec.get("user")
+        caps = spec.get("caps")
         if user is not None:
             with step(f"user {user}"):
                 uid, gid = parse_user(user)
+                gid = uid if gid is None else gid
+                if caps is not None:
+                    capabilities.prepare_uid_change()
                 os.setgroups([])
-                os.setresgid(gid if gid is not None else uid, gid if gid is not None else uid,
-                             gid if gid is not None else uid)
+                os.setresgid(gid, gid, gid)
                 os.setresuid(uid, uid, uid)
+        if caps is not None:
+            with step("capabilities"):
+                capabilities.apply(caps)
         if cfg.no_new_privs:
             with step("no_new_privs"):
                 linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)

@@ -385,6 +385,10 @@ class Config:
             raise ConfigError("hooks", self.hooks, "a Hooks object")
         if not isinstance(self.resources, Resources):
             raise ConfigError("resources", self.resources, "a Resources object")
+        if self.capabilities is not None:
+            from .capabilities import parse_capabilities
+
+            _set(self, "capabilities", tuple(sorted(parse_capabilities(self.capabilities))))
         self._check_consistency()
 
     def _check_consistency(self) -> None:
@@ -426,6 +430,12 @@ class Config:
             if m.type == "bind" and m.source and not os.path.exists(m.source):
                 warns.append(f"mounts[{m.destination}]: source {m.source} does not exist")
         return warns
+
+    def capability_names(self) -> frozenset[str]:
+        """The capabilities the payload gets (``None`` means Docker's default set)."""
+        from .capabilities import parse_capabilities
+
+        return parse_capabilities(self.capabilities)
 
     def effective_uid_mappings(self) -> tuple[IDMap, ...]:
         return self.uid_mappings or (IDMap(0, os.geteuid(), 1),)

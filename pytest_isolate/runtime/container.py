@@ -25,7 +25,8 @@ from .channel import (
     recv_msg,
     send_msg,
 )
-from .config import Config, Rlimit
+from .capabilities import CapabilitySets, current
+from .config import Config, Rlimit, parse_user
 from .errors import ContainerError, HookError, ProcessError, SetupError, WaitTimeout
 from .hooks import run_hook, run_hooks
 from .process import DEVNULL, PIPE, ExitStatus, Process, RemoteException
@@ -302,13 +303,18 @@ class Container:
         env.update(process.env)
         rlimits: dict[str, Rlimit] = {r.name: r for r in cfg.rlimits}
         rlimits.update({r.name: r for r in process.rlimits})
+        user = process.user if process.user is not None else cfg.user
+        uid = parse_user(user)[0] if user is not None else 0
+        caps = CapabilitySets.uniform(cfg.capability_names(), uid=uid)
+        _warn_missing_caps(caps.bounding)
         spec = {
+            "caps": caps,
             "argv": process.argv,
             "target": target,
             "env": env,
             "cwd": self._cwd(process),
             "rlimits": list(rlimits.values()),
-            "user": process.user if process.user is not None else cfg.user,
+            "user": user,
             "trusted": process.trusted,
         }
         data: bytes = cloudpickle.dumps(spec)
@@ -792,6 +798,18 @@ class _step:
         if isinstance(exc, OSError):
             raise SetupError(self.name, exc.strerror or str(exc), exc.errno) from exc
         return False
+
+
+_warned_caps: set[frozenset[str]] = set()
+
+
+def _warn_missing_caps(wanted: frozenset[str]) -> None:
+    """Warn once per set when this host cannot grant some of the capabilities asked for."""
+    missing = wanted - current().bounding
+    if missing and missing not in _warned_caps:
+        _warned_caps.add(missing)
+        warnings.warn(f"capabilities {', '.join(sorted(missing))} are not held by this process "
+                      "and cannot be given to containers", RuntimeWarning, stacklevel=4)
 
 
 def _flush_std() -> None:

@@ -11,6 +11,18 @@ if os.geteuid() != 0:
                                          "this process is not root")
 
 
+def python_mounts():
+    """Binds that make this interpreter runnable inside a container whose /tmp is
+    private (a virtualenv under /tmp would otherwise vanish)."""
+    import sys
+
+    from pytest_isolate.runtime import Mount
+
+    paths = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return tuple(Mount(p, source=p, readonly=True) for p in sorted(paths)
+                 if p.startswith(("/tmp/", "/dev/shm/")))
+
+
 @pytest.fixture
 def factory(tmp_path):
     f = Factory(tmp_path / "state")
