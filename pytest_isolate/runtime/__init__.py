@@ -37,6 +37,7 @@ from .errors import (
     WaitTimeout,
 )
 from .factory import Factory, default_root
+from .oci import OciResult, config_from_oci
 from .process import DEVNULL, PIPE, ExitStatus, Process, RemoteException
 from .state import State, Status
 
@@ -53,6 +54,7 @@ __all__ = [
     "ContainerExistsError",
     "ContainerNotFoundError",
     "ExitStatus",
+    "OciResult",
     "Factory",
     "Hook",
     "HookError",
@@ -71,6 +73,7 @@ __all__ = [
     "State",
     "Status",
     "WaitTimeout",
+    "config_from_oci",
     "default_root",
     "emit",
 ]
