@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import linux
 from .bootstrap import NS_FILES, bootstrap_main, exec_main
+from .capabilities import CapabilitySets, current
 from .channel import (
     DEFAULT_MAX_FRAME,
     KIND_PICKLE,
@@ -25,7 +26,6 @@ from .channel import (
     recv_msg,
     send_msg,
 )
-from .capabilities import CapabilitySets, current
 from .config import Config, Rlimit, parse_user
 from .errors import ContainerError, HookError, ProcessError, SetupError, WaitTimeout
 from .hooks import run_hook, run_hooks

@@ -1,0 +1,113 @@
+"""What runs inside a test's container: the item's phases, reports sent as JSON.
+
+The container is a fork of the host pytest process, so the session, the item and
+every wider-scoped fixture value are already here; only the item's own phases run.
+Everything goes back through :func:`pytest_isolate.runtime.emit` as it happens:
+
+    {"kind": "phase", "when": "call"}                  a phase starts
+    {"kind": "report", "data": {...}, "dropped": [..]}  pytest_report_to_serializable data
+    {"kind": "warning", ...}                            a warning recorded in the phase
+
+Nothing the host receives is unpickled; the host rebuilds reports with
+``pytest_report_from_serializable``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+from . import _pytest_internals as internals
+from .runtime import emit
+
+__all__ = ["in_container", "run_item", "serialize_report"]
+
+# nodeid -> item, filled by the host before a container is started (the container is
+# a fork of the host, so it sees this mapping as it was then).
+ITEMS: dict[str, pytest.Item] = {}
+_in_container = False
+
+
+def in_container() -> bool:
+    """True inside a test's container (the plugin then runs items the normal way)."""
+    return _in_container
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def serialize_report(config: pytest.Config, report: pytest.TestReport) -> tuple[
+        dict[str, Any], list[str]]:
+    """The report as JSON data, and the names of attributes that could not be sent."""
+    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    clean: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in data.items():
+        if _jsonable(value):
+            clean[key] = value
+        elif key == "user_properties":
+            clean[key] = [[str(n), v if _jsonable(v) else repr(v)] for n, v in value]
+        else:
+            dropped.append(key)
+    return clean, dropped
+
+
+def _warning_data(kwargs: dict[str, Any]) -> dict[str, Any]:
+    wm = kwargs["warning_message"]
+    cat = wm.category
+    return {
+        "kind": "warning",
+        "message": str(wm.message),
+        "category": f"{cat.__module__}.{cat.__qualname__}",
+        "filename": str(wm.filename),
+        "lineno": int(wm.lineno or 0),
+        "nodeid": kwargs.get("nodeid", ""),
+        "when": kwargs.get("when", "runtest"),
+    }
+
+
+def run_item(nodeid: str, timeout: float | None) -> str:
+    """Run the item's setup, call and teardown here and send each report home."""
+    global _in_container
+    _in_container = True
+    item = ITEMS[nodeid]
+    config = item.config
+    # fds 1 and 2 are host-owned files: make them pytest's capture files too
+    internals.fresh_capture_into(config, os.dup(1), os.dup(2))
+    internals.limit_teardown_to_item(item)
+    if timeout is not None:
+        import faulthandler
+        import sys
+
+        # Print where the test hangs just before the host kills the container.
+        faulthandler.dump_traceback_later(max(timeout - 0.3, timeout * 0.8),
+                                          file=sys.__stderr__ or 2, exit=False)
+    only_item = internals.ItemTeardownOnly(item)
+    with internals.recording_warnings(config, item, lambda kw: emit(_warning_data(kw))):
+        _phase(item, "setup", only_item)
+        setup_ok = _last_passed
+        if setup_ok and not config.getoption("setuponly", False):
+            _phase(item, "call", only_item)
+        _phase(item, "teardown", only_item)
+    return "done"
+
+
+_last_passed = False
+
+
+def _phase(item: pytest.Item, when: str, only_item: Any) -> None:
+    global _last_passed
+    emit({"kind": "phase", "when": when})
+    kwds = {"nextitem": only_item} if when == "teardown" else {}
+    report = internals.call_and_report(item, when, log=False, **kwds)  # type: ignore[arg-type]
+    _last_passed = report.passed
+    data, dropped = serialize_report(item.config, report)
+    emit({"kind": "report", "data": data, "dropped": dropped})

@@ -1,0 +1,241 @@
+"""The pytest plugin: ``--isolate``, ``@pytest.mark.isolated`` and running items in
+containers. Registered as the ``isolate`` entry point of ``pytest11``."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from . import child
+from .settings import SETTINGS, SettingError, Settings, check_setting, resolve
+
+STATE = pytest.StashKey["IsolateState"]()
+SETTINGS_KEY = pytest.StashKey["Settings | SettingError | None"]()
+
+_MARKER_HELP = (
+    "isolated(enabled=True, **settings): run this test in its own container; "
+    f"settings: {', '.join(SETTINGS)}. isolated(False) opts out under --isolate."
+)
+
+
+class IsolateWarning(UserWarning):
+    """Something about isolation that did not stop the run."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("isolate", "run tests in throwaway Linux containers")
+    group.addoption("--isolate", action="store_true", default=None,
+                    help="run every test in its own container (ini: isolate = true)")
+    for name, text in SETTINGS.items():
+        if name == "env":
+            group.addoption("--isolate-env", action="append", metavar="NAME=VALUE",
+                            help=f"{text} (ini: isolate_env)")
+        else:
+            group.addoption(f"--isolate-{name}", metavar=name.upper(),
+                            help=f"{text} (ini: isolate_{name})")
+    parser.addini("isolate", "run every test in its own container", type="bool",
+                  default=False)
+    for name, text in SETTINGS.items():
+        if name == "env":
+            parser.addini("isolate_env", text, type="linelist", default=[])
+        else:
+            parser.addini(f"isolate_{name}", text, type="string", default=None)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", _MARKER_HELP)
+    if child.in_container():
+        return
+    try:
+        state = IsolateState(config)
+    except SettingError as e:
+        raise pytest.UsageError(str(e)) from None
+    config.stash[STATE] = state
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None:
+        state.close()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_isolate_config(item: pytest.Item, config: Any) -> Any:
+    return config
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    state = config.stash.get(STATE, None)
+    return None if state is None else state.header()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    if child.in_container():
+        return None
+    state = item.config.stash.get(STATE, None)
+    if state is None:
+        return None
+    settings = state.settings_for(item)
+    if settings is None:
+        return None
+    from .runner import run_isolated
+
+    run_isolated(item, nextitem, settings, state)
+    return True
+
+
+class IsolateState:
+    """Session-wide state of the plugin in the host pytest process."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.isolate_all = bool(config.getoption("isolate") or config.getini("isolate"))
+        self.profiles = _load_profiles(config)
+        self.layers = self._option_layers()
+        # check run-wide values now: a bad one is a usage error before anything runs
+        self.base = resolve(self.layers, self.profiles)
+        self._factory: Any = None
+        self._counter = 0
+        self._warned: set[str] = set()
+        self.workdir = tempfile.mkdtemp(prefix="pytest-isolate-")
+
+    def _option_layers(self) -> list[tuple[str, Mapping[str, Any]]]:
+        ini: dict[str, Any] = {}
+        cli: dict[str, Any] = {}
+        for name in SETTINGS:
+            value = self.config.getini(f"isolate_{name}")
+            if value not in (None, [], ""):
+                ini[name] = value
+            opt = self.config.getoption(f"isolate_{name}")
+            if opt is not None:
+                cli[name] = opt
+        return [("ini file", ini), ("command line", cli)]
+
+    @property
+    def factory(self) -> Any:
+        if self._factory is None:
+            from .runtime import Factory
+
+            self._factory = Factory()
+            self._factory.gc()  # containers left by an earlier run that was killed
+        return self._factory
+
+    def next_id(self) -> str:
+        self._counter += 1
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        return f"pytest-{os.getpid()}-{worker}-{self._counter}"
+
+    def settings_for(self, item: pytest.Item) -> Settings | SettingError | None:
+        """None when the item is not isolated; a SettingError for a bad marker."""
+        if SETTINGS_KEY in item.stash:
+            return item.stash[SETTINGS_KEY]
+        result: Settings | SettingError | None
+        marks = list(item.iter_markers("isolated"))
+        enabled = self.isolate_all
+        kwargs: dict[str, Any] = {}
+        for mark in reversed(marks):  # farthest first, the closest wins
+            if mark.args:
+                enabled = bool(mark.args[0])
+            elif mark.kwargs.get("enabled") is not None:
+                enabled = bool(mark.kwargs["enabled"])
+            else:
+                enabled = True
+            kwargs.update({k: v for k, v in mark.kwargs.items() if k != "enabled"})
+        if not enabled:
+            result = None
+        else:
+            origin = f"@pytest.mark.isolated on {item.nodeid}"
+            try:
+                for name, value in kwargs.items():
+                    if name not in SETTINGS:
+                        check_setting(name, value, origin)  # raises: unknown setting
+                result = resolve([*self.layers, (origin, kwargs)], self.profiles)
+            except SettingError as e:
+                result = e
+        item.stash[SETTINGS_KEY] = result
+        return result
+
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(IsolateWarning(message), stacklevel=2)
+
+    def header(self) -> list[str]:
+        s = self.base
+        scope = "every test (--isolate)" if self.isolate_all else "tests marked isolated"
+        lines = [f"isolate: {scope}; profile {s.profile}; network {s.network}; "
+                 f"seccomp {s.seccomp}; readonly root {'yes' if s.readonly else 'no'}"]
+        try:
+            from .runtime.capabilities import backend_name
+
+            caps = "Docker default" if s.capabilities is None else (
+                ",".join(s.capabilities) or "none")
+            lines.append(f"isolate: namespaces pid,mount,uts,ipc,net; capabilities {caps} "
+                         f"(via {backend_name()})")
+        except Exception as e:  # the header must never break a run
+            lines.append(f"isolate: capabilities unavailable ({e})")
+        return lines
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _load_profiles(config: pytest.Config) -> dict[str, dict[str, Any]]:
+    """``[tool.pytest-isolate.profiles.NAME]`` tables of the rootdir's pyproject.toml."""
+    path = os.path.join(str(config.rootpath), "pyproject.toml")
+    if not os.path.isfile(path):
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib  # type: ignore[import-not-found,unused-ignore]
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, ValueError) as e:
+        raise pytest.UsageError(f"{path}: cannot read [tool.pytest-isolate]: {e}") from None
+    profiles = data.get("tool", {}).get("pytest-isolate", {}).get("profiles", {})
+    if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
+        raise pytest.UsageError(f"{path}: [tool.pytest-isolate.profiles.NAME] must be tables")
+    return {str(k): dict(v) for k, v in profiles.items()}
+
+
+def settings_to_config(settings: Settings, binds: list[str]) -> Any:
+    """The runtime Config for one test's settings; ``binds`` are host paths to keep
+    visible (and writable) inside: the run's temporary directory and the like."""
+    from .runtime import DEFAULT_MOUNTS, Config, Mount, Resources
+
+    env = None
+    if settings.env_allow is not None:
+        env = {k: os.environ[k] for k in settings.env_allow if k in os.environ}
+        env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+        env["HOME"] = "/tmp"
+    mounts = [*DEFAULT_MOUNTS]
+    for path in binds:
+        mounts.append(Mount(path, source=path))
+    return Config(
+        hostname=settings.hostname,
+        readonly=settings.readonly,
+        network=settings.network,  # type: ignore[arg-type]
+        env=env,
+        user=settings.user,
+        capabilities=settings.capabilities,
+        resources=Resources(memory=settings.memory, pids=settings.pids, cpu=settings.cpu),
+        mounts=tuple(mounts),
+    )
+

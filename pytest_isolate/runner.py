@@ -1,0 +1,272 @@
+"""Running one item in a container, from the host: outer setup here, the item's
+phases there, reports logged here as if the test had run in this process."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from . import _pytest_internals as internals
+from . import child
+from .settings import SettingError, Settings
+
+if TYPE_CHECKING:
+    from .plugin import IsolateState
+    from .runtime import ExitStatus
+
+import signal as _signal
+
+_CRASH_SIGNALS = {_signal.SIGSEGV, _signal.SIGBUS, _signal.SIGABRT, _signal.SIGFPE,
+                  _signal.SIGILL, _signal.SIGSYS, _signal.SIGTRAP}
+MAX_SECTION = 1 << 20  # bytes of a crashed test's output shown in its report
+
+
+class IsolatedCrash(Exception):
+    """The test's container ended without reporting a phase."""
+
+
+def _reraise(config: pytest.Config) -> tuple[type[BaseException], ...]:
+    if config.getoption("usepdb", False):
+        return (pytest.exit.Exception,)
+    return (pytest.exit.Exception, KeyboardInterrupt)
+
+
+def run_isolated(item: pytest.Item, nextitem: pytest.Item | None,
+                 settings: Settings | SettingError, state: IsolateState) -> None:
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    try:
+        _run(item, nextitem, settings, state)
+    finally:
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+def _log(item: pytest.Item, report: pytest.TestReport) -> None:
+    item.ihook.pytest_runtest_logreport(report=report)
+
+
+def _host_phase(item: pytest.Item, when: str, func: Any) -> pytest.TestReport:
+    call = pytest.CallInfo.from_call(func, when=when,  # type: ignore[arg-type]
+                                     reraise=_reraise(item.config))
+    report: pytest.TestReport = item.ihook.pytest_runtest_makereport(item=item, call=call)
+    return report
+
+
+def _fail(message: str) -> Any:
+    def raiser() -> None:
+        raise pytest.fail.Exception(message, pytrace=False)
+    return raiser
+
+
+def _run(item: pytest.Item, nextitem: pytest.Item | None,
+         settings: Settings | SettingError, state: IsolateState) -> None:
+    if isinstance(settings, SettingError):
+        setup = _host_phase(item, "setup", _fail(str(settings)))
+    else:
+        setup = _host_phase(item, "setup", lambda: internals.outer_setup(item))
+    if setup.failed or setup.skipped or isinstance(settings, SettingError):
+        _log(item, setup)
+        _log(item, _host_phase(item, "teardown", lambda: internals.teardown_outer(item, nextitem)))
+        return
+    box = _Box(item, state)
+    try:
+        box.run(settings)
+    finally:
+        box.close()
+    host_teardown = _host_phase(item, "teardown",
+                                lambda: internals.teardown_outer(item, nextitem))
+    inner = box.reports.get("teardown")
+    if inner is not None and (inner.failed or not host_teardown.failed):
+        _log(item, inner)
+    else:
+        _log(item, host_teardown)
+
+
+class _Box:
+    """One test's container and what came back from it."""
+
+    def __init__(self, item: pytest.Item, state: IsolateState) -> None:
+        self.item = item
+        self.state = state
+        self.reports: dict[str, pytest.TestReport] = {}
+        self.started: list[str] = []
+        self.protocol_error: str | None = None
+        # host-owned output files of the test: closed in close()
+        self.out = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
+        self.err = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
+
+    def close(self) -> None:
+        self.out.close()
+        self.err.close()
+
+    # -- messages from the container ---------------------------------------------
+
+    def on_message(self, msg: Any) -> None:
+        try:
+            self._handle(msg)
+        except Exception as e:  # anything malformed: never trusted, never fatal
+            if self.protocol_error is None:
+                self.protocol_error = f"malformed message from the container: {type(e).__name__}"
+
+    def _handle(self, msg: Any) -> None:
+        kind = msg["kind"]
+        if kind == "phase":
+            when = msg["when"]
+            if when not in ("setup", "call", "teardown"):
+                raise ValueError(when)
+            self.started.append(when)
+        elif kind == "report":
+            config = self.item.config
+            data = msg["data"]
+            if not isinstance(data, dict) or data.get("nodeid") != self.item.nodeid:
+                raise ValueError("report for another test")
+            report = config.hook.pytest_report_from_serializable(config=config, data=data)
+            if not isinstance(report, pytest.TestReport) or report.when in self.reports:
+                raise ValueError("unexpected report")
+            # JSON has no tuples; pytest expects them in these two places
+            if isinstance(report.longrepr, list):
+                report.longrepr = tuple(report.longrepr)
+            path, lineno, domain = report.location
+            report.location = (path, lineno, domain)
+            for name in msg.get("dropped", []):
+                self.state.warn_once(f"dropped:{name}",
+                                     f"report attribute {str(name)!r} set in an isolated test "
+                                     "is not JSON-compatible and was dropped")
+            self.reports[report.when] = report
+            if report.when != "teardown":
+                _log(self.item, report)
+        elif kind == "warning":
+            _reemit_warning(self.item, msg)
+        else:
+            raise ValueError(kind)
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self, settings: Settings) -> None:
+        from .plugin import settings_to_config
+        from .runtime import DEVNULL, IsolateError, Process
+
+        item = self.item
+        cfg = settings_to_config(settings, _binds(item))
+        cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
+        process = Process(target=child.run_item, args=(item.nodeid, settings.timeout),
+                          stdin=DEVNULL, stdout=self.out.fileno(), stderr=self.err.fileno(),
+                          timeout=settings.timeout, on_message=self.on_message)
+        child.ITEMS[item.nodeid] = item
+        status: ExitStatus | None = None
+        failure: str | None = None
+        container = None
+        try:
+            container = self.state.factory.create(self.state.next_id(), cfg)
+            container.start(process)
+            status = container.wait()
+        except IsolateError as e:
+            failure = f"could not run the test in a container: {e}"
+        finally:
+            child.ITEMS.pop(item.nodeid, None)
+            if container is not None:
+                container.destroy()
+        if failure is None and status is not None:
+            failure = self._diagnose(status, settings)
+        if failure is not None:
+            self._report_crash(failure, status)
+
+    def _diagnose(self, status: ExitStatus, settings: Settings) -> str | None:
+        """None when every phase reported; else what went wrong, in words."""
+        if self.protocol_error:
+            return self.protocol_error
+        complete = "teardown" in self.reports
+        if status.timed_out:
+            return f"timed out after {settings.timeout:g} s"
+        if status.oom_killed:
+            from .runtime.units import format_size
+
+            return f"memory limit {format_size(settings.memory)} exceeded (OOM kill)"
+        if complete:
+            return None
+        if status.signal is not None:
+            verb = "crashed with" if status.signal in _CRASH_SIGNALS else "killed by"
+            return f"{verb} signal {status.signal} ({status.signal_name})"
+        if status.result_error and "exited with status" not in status.result_error:
+            return f"the test's result could not be read: {status.result_error}"
+        if status.exception is not None and status.exception.type not in ("SystemExit",):
+            return f"the test's container failed: {status.exception}"
+        return (f"the test process exited with status {status.exit_code} before reporting "
+                "a result")
+
+    def _report_crash(self, message: str, status: ExitStatus | None) -> None:
+        item = self.item
+        when = "setup"
+        for phase in ("setup", "call", "teardown"):
+            if phase in self.started and phase not in self.reports:
+                when = phase
+                break
+        else:
+            if "setup" in self.reports and self.reports["setup"].passed:
+                when = "call" if "call" not in self.reports else "teardown"
+        if when == "teardown":
+            return  # the host's own teardown report stands in for it
+        internals.prime_xfail(item)
+        report = _host_phase(item, when, _fail(message))
+        if getattr(report, "wasxfail", None) is not None:
+            report.wasxfail = f"{report.wasxfail} ({message})"
+        for name, f in (("stdout", self.out), ("stderr", self.err)):
+            text = _tail(f)
+            if text:
+                report.sections.append((f"Captured {name} {when}", text))
+        _log(item, report)
+        self.reports[when] = report
+
+
+def _tail(f: Any) -> str:
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    f.seek(max(0, size - MAX_SECTION))
+    data: bytes = f.read()
+    text = data.decode("utf-8", "replace")
+    if size > MAX_SECTION:
+        text = f"[... {size - MAX_SECTION} earlier bytes not shown ...]\n" + text
+    return text
+
+
+def _binds(item: pytest.Item) -> list[str]:
+    """Host paths a test needs inside although /tmp is private there: the run's
+    temporary directory (tmp_path lives in it), and the interpreter and rootdir when
+    they sit under /tmp."""
+    paths = []
+    base = internals.basetemp(item.config)
+    if base is not None:
+        paths.append(base)
+    for p in (sys.prefix, sys.base_prefix, str(item.config.rootpath), *sys.path):
+        if p and os.path.isdir(p):
+            real = os.path.realpath(p)
+            if real.startswith(("/tmp/", "/dev/shm/")):
+                paths.append(real)
+    keep: list[str] = []
+    for p in sorted(set(paths), key=len):
+        if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in keep):
+            keep.append(p)
+    return keep
+
+
+def _reemit_warning(item: pytest.Item, msg: dict[str, Any]) -> None:
+    category: type[Warning] = UserWarning
+    module, _, name = str(msg.get("category", "")).rpartition(".")
+    mod = sys.modules.get(module or "builtins")
+    candidate = getattr(mod, name, None) if mod is not None else None
+    if isinstance(candidate, type) and issubclass(candidate, Warning):
+        category = candidate
+    try:
+        message: Warning = category(str(msg.get("message", "")))
+    except Exception:
+        message = UserWarning(str(msg.get("message", "")))
+        category = UserWarning
+    wm = warnings.WarningMessage(message, category, str(msg.get("filename", "")),
+                                 int(msg.get("lineno", 0)))
+    item.ihook.pytest_warning_recorded.call_historic(kwargs=dict(
+        warning_message=wm, nodeid=item.nodeid, when="runtest", location=None))
