@@ -91,13 +91,48 @@ def run_item(nodeid: str, timeout: float | None) -> str:
         faulthandler.dump_traceback_later(max(timeout - 0.3, timeout * 0.8),
                                           file=sys.__stderr__ or 2, exit=False)
     only_item = internals.ItemTeardownOnly(item)
+    coverage_before = coverage_snapshot()
     with internals.recording_warnings(config, item, lambda kw: emit(_warning_data(kw))):
         _phase(item, "setup", only_item)
         setup_ok = _last_passed
         if setup_ok and not config.getoption("setuponly", False):
             _phase(item, "call", only_item)
         _phase(item, "teardown", only_item)
+    if coverage_before is not None:
+        emit({"kind": "coverage", **coverage_delta(coverage_before)})
     return "done"
+
+
+def _coverage() -> Any:
+    cov_mod = __import__("sys").modules.get("coverage")
+    if cov_mod is None:
+        return None
+    return cov_mod.Coverage.current()
+
+
+def coverage_snapshot() -> dict[str, Any] | None:
+    """What coverage (pytest-cov) had measured when the container started, or None
+    when coverage is not running. The container is a fork: its tracer is the host's,
+    so only the difference at the end is this test's own."""
+    cov = _coverage()
+    if cov is None:
+        return None
+    data = cov.get_data()
+    arcs = data.has_arcs()
+    return {f: set(data.arcs(f) if arcs else data.lines(f)) for f in data.measured_files()}
+
+
+def coverage_delta(before: dict[str, Any]) -> dict[str, Any]:
+    cov = _coverage()
+    data = cov.get_data()
+    arcs = data.has_arcs()
+    out: dict[str, list[Any]] = {}
+    for f in data.measured_files():
+        now = set(data.arcs(f) if arcs else data.lines(f))
+        new = now - before.get(f, set())
+        if new:
+            out[f] = sorted(list(a) if arcs else a for a in new)
+    return {"arcs" if arcs else "lines": out}
 
 
 _last_passed = False

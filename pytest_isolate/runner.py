@@ -142,6 +142,8 @@ class _Box:
                 _log(self.item, report)
         elif kind == "warning":
             _reemit_warning(self.item, msg)
+        elif kind == "coverage":
+            _merge_coverage(msg)
         else:
             raise ValueError(kind)
 
@@ -252,6 +254,21 @@ def _binds(item: pytest.Item) -> list[str]:
         if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in keep):
             keep.append(p)
     return keep
+
+
+def _merge_coverage(msg: dict[str, Any]) -> None:
+    """Add the lines (or arcs) a test ran in its container to the host's coverage
+    data, so pytest-cov reports them; only numbers cross, checked for shape."""
+    cov_mod = sys.modules.get("coverage")
+    cov = cov_mod.Coverage.current() if cov_mod is not None else None
+    if cov is None:
+        return
+    data = cov.get_data()
+    if "arcs" in msg and data.has_arcs():
+        arcs = {str(f): [(int(a), int(b)) for a, b in v] for f, v in msg["arcs"].items()}
+        data.add_arcs(arcs)
+    elif "lines" in msg and not data.has_arcs():
+        data.add_lines({str(f): [int(n) for n in v] for f, v in msg["lines"].items()})
 
 
 def _reemit_warning(item: pytest.Item, msg: dict[str, Any]) -> None:

@@ -158,3 +158,18 @@ def test_c14_with_last_failed(pytester, case):
     pytester.runpytest_subprocess("--isolate", name, timeout=120).assert_outcomes(passed=4)
     result = pytester.runpytest_subprocess("--isolate", "--lf", name, timeout=120)
     result.assert_outcomes(passed=4)
+
+
+def test_c15_coverage_of_code_run_in_containers(pytester, case):
+    pytest.importorskip("pytest_cov", reason="pytest-cov is part of the test extra")
+    pytester.makepyfile(covmod=textwrap.dedent("""
+        def only_called_in_child(x):
+            if x:
+                return "yes"
+            return "no"
+    """))
+    result = run(pytester, case("c15"), "--cov=covmod", "--cov-branch",
+                 "--cov-report=term-missing")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["covmod.py * 4 * 1 * 2 * 1 * 67% * 4"])  # only "return no"
+    assert "No data was collected" not in result.stdout.str() + result.stderr.str()
