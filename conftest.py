@@ -11,6 +11,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "tests"))
 
 from hostcheck import Snapshot, leftovers
 
+pytest_plugins = ["pytester"]
+
 _session_start: Snapshot | None = None
 
 

@@ -64,7 +64,7 @@ def cgroup_dirs() -> set[str]:
         for dirpath, dirnames, _ in os.walk(base):
             if "isolate" in os.path.basename(dirpath):
                 found.add(dirpath)
-            if dirpath.count("/") - base.count("/") >= 3:
+            if dirpath.count("/") - base.count("/") >= 6:
                 dirnames[:] = []
     return found
 

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 CASES = Path(__file__).parent / "cases"
 
 if os.geteuid() != 0:
