@@ -450,12 +450,25 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
                 os.setgroups([])
                 os.setresgid(gid, gid, gid)
                 os.setresuid(uid, uid, uid)
+        bpf = spec.get("seccomp")
+        if bpf and not cfg.no_new_privs:
+            # Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it
+            # while the payload still holds it, before the capabilities are dropped.
+            with step("seccomp"):
+                from .seccomp import apply_bpf
+
+                apply_bpf(bpf)
         if caps is not None:
             with step("capabilities"):
                 capabilities.apply(caps)
         if cfg.no_new_privs:
             with step("no_new_privs"):
                 linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+            if bpf:  # last of all, so that nothing after it needs a denied call
+                with step("seccomp"):
+                    from .seccomp import apply_bpf
+
+                    apply_bpf(bpf)
         if not is_python:
             argv = spec["argv"]
             try:
@@ -585,14 +598,17 @@ def _call(spec: dict[str, Any], result_fd: int) -> int:
 
 
 def exec_main(cfg: Config, sock: socket.socket, init_pid: int, host_pid: int,
-              spec_bytes: bytes, fds: list[int]) -> NoReturn:
-    """Runs in a fresh child of the host: join the container, fork, run the payload."""
+              spec_bytes: bytes, fds: list[int], cgroup_procs: list[str]) -> NoReturn:
+    """Runs in a fresh child of the host: join the container, fork, place the new
+    process in the container's cgroups before it runs anything, run the payload."""
     code = 1
     try:
         linux.set_pdeathsig(signal.SIGKILL)
         if os.getppid() != host_pid:
             os._exit(1)
         scrub_fds({0, 1, 2, sock.fileno(), *fds})
+        with step("open cgroups"):  # before setns: the container may not see them
+            procs = [os.open(p, os.O_WRONLY | os.O_CLOEXEC) for p in cgroup_procs]
         ns_fds = []
         with step("open namespaces"):
             own = {}
@@ -610,10 +626,24 @@ def exec_main(cfg: Config, sock: socket.socket, init_pid: int, host_pid: int,
             with step("become root in the user namespace"):
                 os.setresgid(0, 0, 0)
                 os.setresuid(0, 0, 0)
+        gate_r, gate_w = os.pipe()
         pid = os.fork()
         if pid == 0:
             linux.set_pdeathsig(signal.SIGKILL)
+            os.close(gate_w)
+            if os.read(gate_r, 1) != b"1":  # placed in the cgroups, or told to give up
+                os._exit(1)
+            os.close(gate_r)
+            for fd in procs:
+                os.close(fd)
             run_payload(cfg, spec_bytes, fds, close=[sock.fileno()])
+        os.close(gate_r)
+        with step("join cgroups"):
+            for fd in procs:
+                os.write(fd, str(pid).encode())
+                os.close(fd)
+        os.write(gate_w, b"1")
+        os.close(gate_w)
         for fd in fds:
             os.close(fd)
         send_msg(sock, {"t": "started", "pid": pid})

@@ -334,8 +334,10 @@ class Config:
     hooks: Hooks = field(default_factory=Hooks)
     resources: Resources = field(default_factory=Resources)
     capabilities: tuple[str, ...] | None = None
-    seccomp: str | None = None
+    seccomp: str | None = "default"
     no_new_privs: bool = True
+    cgroups: Literal["auto", "required", "off"] = "auto"
+    cgroup_parent: str = "pytest-isolate"
     annotations: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
@@ -359,6 +361,16 @@ class Config:
         _set(self, "masked_paths", tuple(_abs_path("masked_paths", p) for p in self.masked_paths))
         _set(self, "readonly_paths",
              tuple(_abs_path("readonly_paths", p) for p in self.readonly_paths))
+        if self.seccomp is not None and not isinstance(self.seccomp, str):
+            raise ConfigError("seccomp", self.seccomp, "'default', 'strict', 'unconfined' or "
+                                                       "the path of a Docker/OCI JSON profile")
+        if self.cgroups not in ("auto", "required", "off"):
+            raise ConfigError("cgroups", self.cgroups,
+                              "'auto' (use them when this host can), 'required' or 'off'")
+        if not isinstance(self.cgroup_parent, str) or not self.cgroup_parent.strip("/") or \
+                ".." in self.cgroup_parent.split("/"):
+            raise ConfigError("cgroup_parent", self.cgroup_parent,
+                              "a relative cgroup path like 'pytest-isolate/gw0'")
         if self.network not in ("none", "host"):
             raise ConfigError("network", self.network,
                               "'none' (own network namespace, loopback up) or 'host'")
@@ -403,6 +415,9 @@ class Config:
             raise ConfigError("hostname", self.hostname,
                               "setting a hostname needs a UTS namespace (namespaces.uts=True) "
                               "or hostname=None")
+        if self.resources.any() and self.cgroups == "off":
+            raise ConfigError("cgroups", "off", "resource limits need cgroups: remove the "
+                                                "limits or use cgroups='auto'")
         if (self.uid_mappings or self.gid_mappings) and not ns.user:
             raise ConfigError("uid_mappings", self.uid_mappings,
                               "id mappings need a user namespace (namespaces.user=True)")

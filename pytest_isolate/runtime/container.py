@@ -27,7 +27,13 @@ from .channel import (
     send_msg,
 )
 from .config import Config, Rlimit, parse_user
-from .errors import ContainerError, HookError, ProcessError, SetupError, WaitTimeout
+from .errors import (
+    ContainerError,
+    HookError,
+    ProcessError,
+    SetupError,
+    WaitTimeout,
+)
 from .hooks import run_hook, run_hooks
 from .process import DEVNULL, PIPE, ExitStatus, Process, RemoteException
 from .state import State, Status, check_transition, write_atomic
@@ -107,6 +113,7 @@ class Container:
         self._next_key = 0
         self._initial: _Running | None = None
         self._destroyed = False
+        self._cgroups: Any = None  # a cgroups.Manager, when this container has cgroups
         self.hook_errors: list[HookError] = []
 
     def __repr__(self) -> str:
@@ -164,6 +171,7 @@ class Container:
         check_transition(self.id, self._state.status, "start")
         cfg = self.config
         spec_bytes = self._pickle_spec(process)
+        self._cgroups = self._make_cgroups()
         if cfg.network == "none":
             from .network import preload
 
@@ -196,6 +204,10 @@ class Container:
             init_pid = int(msg["pid"])
             self._pidfd = os.pidfd_open(init_pid)
             st = self._state
+            if self._cgroups is not None:
+                with _step("cgroups"):
+                    self._cgroups.add(init_pid)
+                st.cgroup_paths = self._cgroups.paths()
             st.init_pid = init_pid
             st.init_start_time = linux.proc_start_time(init_pid)
             st.namespace_paths = {name: f"/proc/{init_pid}/ns/{name}" for name, _ in NS_FILES}
@@ -222,11 +234,19 @@ class Container:
             st.status = Status.RUNNING
             st.started = time.time()
             self._save()
-        except BaseException:
+        except BaseException as e:
             _close_all(child_fds)
             if init_w >= 0:
                 os.close(init_w)
+            oom = self._oom_kills()
             self._abort()
+            if oom and isinstance(e, (SetupError, OSError)):
+                from .units import format_size
+
+                limit = cfg.resources.memory
+                raise SetupError("memory limit", f"memory={format_size(limit)} "  # type: ignore[arg-type]
+                                 "is below what the container needs to start (the OOM killer "
+                                 "ended it during set-up): raise the limit") from None
             raise
         for index, hook in enumerate(cfg.hooks.poststart):
             try:
@@ -244,6 +264,7 @@ class Container:
         st = self._state
         assert st.init_pid is not None
         spec_bytes = self._pickle_spec(process)
+        procs = sorted({os.path.join(d, "cgroup.procs") for d in st.cgroup_paths.values()})
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         run = _Running(process, False, host_sock, 0, None, FrameReader())
         fds, child_fds = self._payload_fds(run)
@@ -253,7 +274,8 @@ class Container:
         if pid == 0:  # pragma: no cover
             try:
                 host_sock.close()
-                exec_main(self.config, child_sock, st.init_pid, host_pid, spec_bytes, fds)
+                exec_main(self.config, child_sock, st.init_pid, host_pid, spec_bytes, fds,
+                          procs)
             finally:
                 os._exit(1)
         child_sock.close()
@@ -273,6 +295,47 @@ class Container:
         return process
 
     # -------------------------------------------------------- start helpers
+
+    def _make_cgroups(self) -> Any:
+        """The container's cgroups, created with their limits before anything joins;
+        None when cgroups are off, or unavailable here and no limit asks for them."""
+        cfg = self.config
+        if cfg.cgroups == "off":
+            return None
+        from .cgroups import CgroupError, CgroupUnavailableError, new_manager
+
+        try:
+            mgr = new_manager(self.id, cfg.resources, parent=cfg.cgroup_parent)
+            mgr.create()
+        except CgroupUnavailableError as e:
+            if cfg.cgroups == "auto" and not cfg.resources.any():
+                return None
+            raise SetupError("cgroups", str(e), e.errno) from None
+        except CgroupError as e:
+            raise SetupError("cgroups", str(e), e.errno) from None
+        return mgr
+
+    def _seccomp_bpf(self, caps: frozenset[str]) -> bytes | None:
+        spec = self.config.seccomp
+        if spec is None or spec == "unconfined":
+            return None
+        from .seccomp import load_profile
+
+        key = (spec, caps, _mtime(spec))
+        bpf = _BPF_CACHE.get(key)
+        if bpf is None:
+            profile = load_profile(spec, capabilities=caps)
+            bpf = profile.compile() if profile is not None else b""
+            _BPF_CACHE[key] = bpf
+        return bpf or None
+
+    def _oom_kills(self) -> int:
+        if self._cgroups is None:
+            return 0
+        try:
+            return int(self._cgroups.oom_kills())
+        except Exception:
+            return 0
 
     def _require_attached(self, op: str) -> None:
         if not self._attached:
@@ -309,6 +372,7 @@ class Container:
         _warn_missing_caps(caps.bounding)
         spec = {
             "caps": caps,
+            "seccomp": self._seccomp_bpf(caps.bounding),
             "argv": process.argv,
             "target": target,
             "env": env,
@@ -442,6 +506,7 @@ class Container:
         if run is not None:
             self._kill_pid(run.monitor_pid)
             self._reap(run)
+        self._destroy_cgroups()
         self._remove()
 
     # ---------------------------------------------------------------- waiting
@@ -621,6 +686,8 @@ class Container:
                 and status is not None and os.WIFEXITED(status)):
             extra["result_error"] = (f"the process exited with status "
                                      f"{os.WEXITSTATUS(status)} before reporting a result")
+        if run.initial and self._cgroups is not None:
+            extra.update(self._final_usage(status, run.timed_out))
         if status is None:
             result = ExitStatus(signal=_signal.SIGKILL, **extra)
         else:
@@ -632,6 +699,20 @@ class Container:
             err, run.callback_error = run.callback_error, None
             raise err
         return result
+
+    def _final_usage(self, status: int | None, timed_out: bool) -> dict[str, Any]:
+        """Usage and OOM facts, read while the (now empty) cgroup still exists."""
+        try:
+            stats = self._cgroups.stats().to_dict()
+        except Exception:
+            stats = None
+        kills = self._oom_kills()
+        killed = (status is None or (os.WIFSIGNALED(status)
+                                     and os.WTERMSIG(status) == _signal.SIGKILL))
+        self._state.stats = stats
+        return {"stats": stats, "oom_kills": kills,
+                "oom_killed": bool(kills and killed and not timed_out),
+                "memory_limit": self.config.resources.memory}
 
     def _reap(self, run: _Running) -> None:
         try:
@@ -660,6 +741,76 @@ class Container:
             if not other.initial and other.exit is None:
                 self._wait_process(other.process._key or 0, None)
         self._save()
+
+    # ------------------------------------------------------------- usage, freezer
+
+    def _manager(self) -> Any:
+        if self._cgroups is None and self._state.cgroup_paths:
+            from .cgroups import load_manager
+
+            self._cgroups = load_manager(self.id, self._state.cgroup_paths)
+        return self._cgroups
+
+    def stats(self) -> dict[str, Any]:
+        """Usage of the container's cgroup: live while it runs, final once stopped
+        (memory current/peak/limit, CPU user/system seconds, pids, OOM kills)."""
+        st = self.state()
+        check_transition(self.id, st.status, "stats")
+        if st.status is Status.STOPPED:
+            return dict(st.stats or {})
+        mgr = self._manager()
+        if mgr is None:
+            raise ContainerError(f"container {self.id!r} has no cgroups: no usage to report")
+        data: dict[str, Any] = mgr.stats().to_dict()
+        return data
+
+    def pause(self) -> None:
+        """Freeze every process of the container (cgroup freezer), waiting until frozen."""
+        st = self.state()
+        check_transition(self.id, st.status, "pause")
+        mgr = self._manager()
+        if mgr is None:
+            raise ContainerError(f"container {self.id!r} has no cgroups: pause() needs the "
+                                 "freezer (use Config(cgroups='required'))")
+        mgr.freeze()
+        st.status = Status.PAUSED
+        self._save_any()
+
+    def resume(self) -> None:
+        """Thaw a paused container."""
+        st = self.state()
+        check_transition(self.id, st.status, "resume")
+        self._manager().thaw()
+        st.status = Status.RUNNING
+        self._save_any()
+
+    def _save_any(self) -> None:
+        """Persist the state; a detached handle may write it too (pause/resume)."""
+        write_atomic(os.path.join(self._dir, "state.json"), self._state.to_json())
+
+    def _destroy_cgroups(self) -> None:
+        mgr = self._cgroups
+        loaded = mgr is None and bool(self._state.cgroup_paths)
+        if loaded:
+            mgr = self._manager()
+        if mgr is None:
+            return
+        try:
+            mgr.destroy()
+        except Exception as e:  # reported, the rest of the clean-up goes on
+            warnings.warn(f"container {self.id!r}: removing its cgroups failed: {e}",
+                          RuntimeWarning, stacklevel=3)
+        self._cgroups = None
+        if loaded:  # the creator's record of the parent is elsewhere: remove it if empty
+            levels = len(self.config.cgroup_parent.strip("/").split("/"))
+            for path in set(self._state.cgroup_paths.values()):
+                d = os.path.dirname(path)
+                for _ in range(levels):
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        break  # still used by another container, or gone already
+                    d = os.path.dirname(d)
 
     # ------------------------------------------------------------- signalling
 
@@ -743,11 +894,14 @@ class Container:
         started = st.init_pid is not None
         if st.status in (Status.RUNNING, Status.PAUSED):
             self._signal_init(_signal.SIGKILL)
+            if st.status is Status.PAUSED and self._manager() is not None:
+                self._manager().thaw()  # frozen processes die only once thawed
             if self._attached and self._initial is not None and self._initial.process._key \
                     is not None:
                 self._wait_process(self._initial.process._key, None)
             else:
                 self._wait_gone()
+        self._destroy_cgroups()
         if started:
             for index, hook in enumerate(self.config.hooks.poststop):
                 try:
@@ -798,6 +952,16 @@ class _step:
         if isinstance(exc, OSError):
             raise SetupError(self.name, exc.strerror or str(exc), exc.errno) from exc
         return False
+
+
+_BPF_CACHE: dict[tuple[str, frozenset[str], float], bytes] = {}
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return 0.0
 
 
 _warned_caps: set[frozenset[str]] = set()

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import signal
 
 from . import linux
 from .config import Config
@@ -100,17 +99,9 @@ class Factory:
             owner, owner_start = data.get("owner_pid"), data.get("owner_start_time")
             if owner and linux.proc_start_time(owner) == owner_start:
                 continue
-            init, init_start = data.get("init_pid"), data.get("init_start_time")
-            if init and linux.proc_start_time(init) == init_start:
-                try:
-                    fd = os.pidfd_open(init)
-                    try:
-                        if linux.proc_start_time(init) == init_start:
-                            signal.pidfd_send_signal(fd, signal.SIGKILL)
-                    finally:
-                        os.close(fd)
-                except ProcessLookupError:
-                    pass
-            shutil.rmtree(os.path.join(self.root, cid), ignore_errors=True)
+            try:  # kills what is left, removes its cgroups, runs its poststop hooks
+                self.load(cid).destroy()
+            except Exception:
+                shutil.rmtree(os.path.join(self.root, cid), ignore_errors=True)
             collected.append(cid)
         return collected

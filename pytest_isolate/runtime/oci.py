@@ -248,6 +248,7 @@ class _Reader:
         kw["readonly_paths"] = tuple(_strings(linux.get("readonlyPaths"),
                                               "linux.readonlyPaths", "absolute paths"))
         kw["resources"] = self.resources(_obj(linux.get("resources"), "linux.resources"))
+        kw["seccomp"] = "unconfined"  # an OCI spec without linux.seccomp has no filter
         if linux.get("seccomp") is not None:
             _obj(linux["seccomp"], "linux.seccomp")
             self.warn("linux.seccomp: inline OCI seccomp profiles are not supported yet and "

@@ -47,7 +47,10 @@ class ExitStatus:
     """How a process ended.
 
     Exactly one of ``exit_code`` and ``signal`` is set. ``timed_out`` means the host
-    killed it at its deadline; ``oom_killed`` that the memory limit was hit. For a
+    killed it at its deadline; ``oom_killed`` that it died of the memory limit, and
+    ``oom_kills`` how many processes of the container the OOM killer ended (a
+    grandchild's counts even when the payload survives). ``stats`` is the container's
+    final cgroup usage (memory peak, CPU time, pids) when cgroups were used. For a
     callable, ``value`` holds its return value (JSON data, or any object with
     ``trusted=True``) and ``exception`` what it raised; ``result_error`` says why no
     result could be read (malformed or oversized frames, channel closed early).
@@ -59,6 +62,9 @@ class ExitStatus:
     timed_out: bool = False
     timeout: float | None = None
     oom_killed: bool = False
+    oom_kills: int = 0
+    memory_limit: int | None = None
+    stats: dict[str, Any] | None = None
     value: Any = None
     exception: RemoteException | None = None
     result_error: str | None = None
@@ -81,7 +87,11 @@ class ExitStatus:
         if self.timed_out:
             return f"timed out after {self.timeout:g} s" if self.timeout else "timed out"
         if self.oom_killed:
-            return "killed by the OOM killer (memory limit exceeded)"
+            from .units import format_size
+
+            peak = (self.stats or {}).get("memory_peak")
+            text = f"memory limit {format_size(self.memory_limit)} exceeded (OOM kill)"
+            return text + (f", peak {format_size(peak)}" if peak else "")
         if self.signal is not None:
             if self.signal == _signal.SIGSYS:
                 return f"killed by signal {self.signal} (SIGSYS: seccomp)"

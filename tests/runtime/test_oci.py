@@ -128,7 +128,7 @@ def test_runc_default_spec_maps_every_field(bundle):
     assert cfg.capabilities == tuple(CAPS)
     assert cfg.no_new_privs is True
     assert cfg.uid_mappings == () and cfg.gid_mappings == ()
-    assert cfg.seccomp is None
+    assert cfg.seccomp == "unconfined"
     assert cfg.annotations is None
     assert not any(cfg.hooks.__dict__.values())
     assert not cfg.resources.any()
@@ -509,7 +509,7 @@ def test_inline_seccomp_warns_and_writes_nothing(bundle):
                "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"}]}
     before = sorted(os.listdir(bundle))
     res = load(spec(linux__seccomp=seccomp), bundle)
-    assert res.config.seccomp is None
+    assert res.config.seccomp == "unconfined"
     assert any(x.startswith("linux.seccomp: inline OCI seccomp profiles are not supported")
                for x in res.warnings)
     assert sorted(os.listdir(bundle)) == before
