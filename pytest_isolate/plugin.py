@@ -237,5 +237,8 @@ def settings_to_config(settings: Settings, binds: list[str]) -> Any:
         capabilities=settings.capabilities,
         resources=Resources(memory=settings.memory, pids=settings.pids, cpu=settings.cpu),
         mounts=tuple(mounts),
+        seccomp=settings.seccomp,
+        # one parent per pytest process (xdist worker): its creator is the one to remove it
+        cgroup_parent=f"pytest-isolate-{os.getpid()}",
     )
 

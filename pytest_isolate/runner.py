@@ -81,10 +81,25 @@ def _run(item: pytest.Item, nextitem: pytest.Item | None,
     host_teardown = _host_phase(item, "teardown",
                                 lambda: internals.teardown_outer(item, nextitem))
     inner = box.reports.get("teardown")
-    if inner is not None and (inner.failed or not host_teardown.failed):
-        _log(item, inner)
-    else:
-        _log(item, host_teardown)
+    final = inner if inner is not None and (inner.failed or not host_teardown.failed) \
+        else host_teardown
+    _annotate(final, box.status)
+    _log(item, final)
+
+
+def _annotate(report: pytest.TestReport, status: ExitStatus | None) -> None:
+    """Facts about the container the test's own reports could not know."""
+    if status is None:
+        return
+    if status.oom_kills and not status.oom_killed:
+        from .runtime.units import format_size
+
+        n = status.oom_kills
+        # pytest shows a passed test's teardown sections whose title says "teardown"
+        report.sections.append(("isolate (teardown)", f"{n} process{'es' if n > 1 else ''} of this "
+                                f"test OOM-killed (memory limit "
+                                f"{format_size(status.memory_limit)})"))
+        report.user_properties.append(("isolate_oom_kills", n))
 
 
 class _Box:
@@ -96,6 +111,7 @@ class _Box:
         self.reports: dict[str, pytest.TestReport] = {}
         self.started: list[str] = []
         self.protocol_error: str | None = None
+        self.status: ExitStatus | None = None
         # host-owned output files of the test: closed in close()
         self.out = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
         self.err = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
@@ -157,7 +173,8 @@ class _Box:
         cfg = settings_to_config(settings, _binds(item))
         cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
         process = Process(target=child.run_item, args=(item.nodeid, settings.timeout),
-                          stdin=DEVNULL, stdout=self.out.fileno(), stderr=self.err.fileno(),
+                          env=dict(settings.env), stdin=DEVNULL,
+                          stdout=self.out.fileno(), stderr=self.err.fileno(),
                           timeout=settings.timeout, on_message=self.on_message)
         child.ITEMS[item.nodeid] = item
         status: ExitStatus | None = None
@@ -173,6 +190,7 @@ class _Box:
             child.ITEMS.pop(item.nodeid, None)
             if container is not None:
                 container.destroy()
+        self.status = status
         if failure is None and status is not None:
             failure = self._diagnose(status, settings)
         if failure is not None:
@@ -186,9 +204,7 @@ class _Box:
         if status.timed_out:
             return f"timed out after {settings.timeout:g} s"
         if status.oom_killed:
-            from .runtime.units import format_size
-
-            return f"memory limit {format_size(settings.memory)} exceeded (OOM kill)"
+            return status.describe()  # "memory limit 64M exceeded (OOM kill), peak 63.9M"
         if complete:
             return None
         if status.signal is not None:

@@ -173,3 +173,19 @@ def test_c15_coverage_of_code_run_in_containers(pytester, case):
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["covmod.py * 4 * 1 * 2 * 1 * 67% * 4"])  # only "return no"
     assert "No data was collected" not in result.stdout.str() + result.stderr.str()
+
+
+def test_c12_limits_breached_read_plainly(pytester, case):
+    result = run(pytester, case("c12"), "-rA", "--junitxml=out.xml")
+    result.assert_outcomes(failed=1, passed=1, errors=1)
+    result.stdout.fnmatch_lines([
+        "*ERROR at setup of test_limit_too_low*",
+        "*memory=1M is below what the container needs to start*",
+        "*test_allocates_too_much*",
+        "memory limit 64M exceeded (OOM kill), peak *",
+    ])
+    result.stdout.fnmatch_lines(["*isolate (teardown)*",
+                                 "1 process of this test OOM-killed (memory limit 64M)"])
+    out = result.stdout.str()
+    assert "EBUSY" not in out and "signal 9" not in out
+    assert 'name="isolate_oom_kills" value="1"' in (pytester.path / "out.xml").read_text()

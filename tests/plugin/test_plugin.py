@@ -1,0 +1,168 @@
+"""Plugin behaviour beyond the field cases: selection, settings errors, hooks, xdist."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    return result
+
+
+def test_only_marked_tests_are_isolated_without_the_option(pytester):
+    pytester.makepyfile(textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.isolated
+        def test_marked():
+            assert open("/proc/1/comm").read().strip() == "isolate-init"
+
+        def test_plain():
+            assert open("/proc/1/comm").read().strip() != "isolate-init"
+    """))
+    run(pytester).assert_outcomes(passed=2)
+
+
+def test_isolated_false_opts_out_and_class_markers_apply(pytester):
+    pytester.makepyfile(textwrap.dedent("""
+        import pytest
+
+        def comm():
+            return open("/proc/1/comm").read().strip()
+
+        @pytest.mark.isolated(False)
+        def test_opted_out():
+            assert comm() != "isolate-init"
+
+        def test_isolated_by_option():
+            assert comm() == "isolate-init"
+
+        @pytest.mark.isolated(hostname="from-class")
+        class TestBox:
+            def test_inherits(self):
+                import socket
+                assert socket.gethostname() == "from-class"
+
+            @pytest.mark.isolated(hostname="closest")
+            def test_closest_wins(self):
+                import socket
+                assert socket.gethostname() == "closest"
+    """))
+    run(pytester, "--isolate").assert_outcomes(passed=4)
+
+
+def test_ini_and_command_line_settings(pytester):
+    pytester.makeini("[pytest]\nisolate = true\nisolate_hostname = from-ini\n"
+                     "isolate_env = A=1\n")
+    pytester.makepyfile(textwrap.dedent("""
+        import os, socket
+
+        def test_settings():
+            assert socket.gethostname() == "from-cli"
+            assert os.environ["A"] == "1" and os.environ["B"] == "2"
+    """))
+    run(pytester, "--isolate-hostname=from-cli", "--isolate-env", "B=2").assert_outcomes(
+        passed=1)
+
+
+def test_a_bad_command_line_value_is_a_usage_error(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    result = run(pytester, "--isolate", "--isolate-memory=lots")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*command line: memory='lots' is invalid*"])
+
+
+def test_a_bad_marker_is_an_error_naming_the_test_and_the_run_goes_on(pytester):
+    pytester.makepyfile(textwrap.dedent("""
+        import pytest
+
+        @pytest.mark.isolated(memroy="64M")
+        def test_typo():
+            pass
+
+        @pytest.mark.isolated(pids=-3)
+        def test_bad_value():
+            pass
+
+        def test_next():
+            pass
+    """))
+    result = run(pytester)
+    result.assert_outcomes(errors=2, passed=1)
+    result.stdout.fnmatch_lines([
+        "*@pytest.mark.isolated on test_a_bad_marker*::test_typo: memroy='64M' is invalid: "
+        "unknown setting*",
+    ])
+    result.stdout.fnmatch_lines(["*::test_bad_value: pids=-3 is invalid*"])
+
+
+def test_collect_only_runs_nothing(pytester):
+    pytester.makepyfile("def test_x():\n    raise SystemExit('ran')\n")
+    result = run(pytester, "--isolate", "--collect-only", "-q")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*test_x*", "1 test collected*"])
+
+
+def test_the_config_hook_adjusts_the_container(pytester):
+    pytester.makeconftest(textwrap.dedent("""
+        import dataclasses
+
+        def pytest_isolate_config(item, config):
+            if "special" in item.name:
+                return dataclasses.replace(config, hostname="via-hook")
+    """))
+    pytester.makepyfile(textwrap.dedent("""
+        import socket
+
+        def test_special():
+            assert socket.gethostname() == "via-hook"
+
+        def test_ordinary():
+            assert socket.gethostname() == "isolate"
+    """))
+    run(pytester, "--isolate").assert_outcomes(passed=2)
+
+
+def test_the_container_holds_no_host_descriptor(pytester):
+    pytester.makepyfile(textwrap.dedent("""
+        import os
+
+        def test_fds():
+            targets = {}
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    targets[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+                except OSError:
+                    pass
+            host_things = [t for t in targets.values()
+                           if t.startswith(("pipe:", "socket:")) or "pytest-of" in t
+                           or t.startswith("/dev/pts")]
+            # the result pipe is the only pipe; no socket, terminal or host file
+            assert sum(t.startswith("pipe:") for t in targets.values()) == 1, targets
+            assert not [t for t in host_things if not t.startswith("pipe:")], targets
+    """))
+    run(pytester, "--isolate").assert_outcomes(passed=1)
+
+
+def test_xdist_two_workers(pytester):
+    pytest.importorskip("xdist", reason="pytest-xdist is part of the test extra")
+    pytester.makepyfile(textwrap.dedent("""
+        import os, pytest
+
+        @pytest.mark.parametrize("n", range(8))
+        def test_many(n):
+            assert os.getpid() != 1 and open("/proc/1/comm").read().strip() == "isolate-init"
+    """))
+    result = run(pytester, "--isolate", "-n", "2")
+    result.assert_outcomes(passed=8)
+
+
+def test_report_header_says_what_is_in_force(pytester):
+    pytester.makepyfile("def test_x(): pass")
+    result = run(pytester, "--isolate", "--isolate-seccomp=strict")
+    result.stdout.fnmatch_lines(["isolate: every test (--isolate); profile default; network "
+                                 "none; seccomp strict*"])
