@@ -98,6 +98,9 @@ def limit_teardown_to_item(item: pytest.Item) -> None:
     ss.teardown_exact = lambda nextitem: original(only_item)
 
 
+_inherited: list[Any] = []
+
+
 def fresh_capture_into(config: pytest.Config, out_fd: int, err_fd: int) -> None:
     """In the container: replace the inherited global capture (its files belong to the
     host and were closed) with a fresh one whose stdout/stderr capture files *are*
@@ -108,7 +111,12 @@ def fresh_capture_into(config: pytest.Config, out_fd: int, err_fd: int) -> None:
     capman = config.pluginmanager.getplugin("capturemanager")
     if capman is None:
         return
-    capman._global_capturing = None  # never stop it: that would write to host files
+    # Never stop the inherited capture (that would write into the host's files), and
+    # never let it be collected either: its files would be closed with a
+    # ResourceWarning in the test's setup (suites run with -W error). The container
+    # leaves through os._exit, so keeping them costs nothing.
+    _inherited.append(capman._global_capturing)
+    capman._global_capturing = None
     capman.start_global_capturing()
     multi = capman._global_capturing
     for cap, fd in ((getattr(multi, "out", None), out_fd), (getattr(multi, "err", None), err_fd)):
