@@ -21,6 +21,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _session_start = Snapshot.take()
 
 
+HOST_FIXTURES = {"factory", "run", "pytester"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that create containers, or drive capabilities, seccomp and cgroups
+    directly, need the host: under ``pytest --isolate`` they opt out of isolation."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("host") or names & HOST_FIXTURES:
+            item.add_marker(pytest.mark.isolated(False))
+
+
 @pytest.fixture(autouse=True)
 def _no_leftovers(request: pytest.FixtureRequest):
     """Fail the test (at teardown) if it left a process, mount, netns or cgroup behind."""

@@ -9,8 +9,8 @@ import tempfile
 import pytest
 from hostcheck import Snapshot, leftovers
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="creates namespaces and mounts: "
-                                                          "needs root")
+pytestmark = [pytest.mark.host, pytest.mark.skipif(
+    os.geteuid() != 0, reason="creates namespaces and mounts: needs root")]
 
 
 def test_sees_a_process_left_in_a_pid_namespace():

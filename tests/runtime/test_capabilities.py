@@ -35,6 +35,8 @@ from pytest_isolate.runtime.capabilities import (
     prepare_uid_change,
 )
 
+pytestmark = pytest.mark.host
+
 try:
     import prctl  # type: ignore[import-untyped]  # noqa: F401
     HAVE_PRCTL = True

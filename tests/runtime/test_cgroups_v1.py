@@ -34,10 +34,10 @@ V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "cpuset", "freezer")
 LAYOUT = detect()
 MiB = 1024 * 1024
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.host, pytest.mark.skipif(
     os.geteuid() != 0 or not all(LAYOUT.version(c) == 1 and LAYOUT.can_use(c)
                                  for c in V1_CONTROLLERS),
-    reason="needs root and writable cgroup v1 hierarchies for " + ", ".join(V1_CONTROLLERS))
+    reason="needs root and writable cgroup v1 hierarchies for " + ", ".join(V1_CONTROLLERS))]
 
 
 def _read(path: str) -> str:

@@ -48,6 +48,8 @@ from pytest_isolate.runtime.cgroups import fs as cgfs
 from pytest_isolate.runtime.cgroups import v2 as v2mod
 from pytest_isolate.runtime.config import Resources
 
+pytestmark = pytest.mark.host
+
 ALL = "cpuset cpu io memory hugetlb pids rdma misc"
 KERNEL_ORDER = ALL.split()
 MiB = 1024 * 1024

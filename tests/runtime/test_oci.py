@@ -521,6 +521,7 @@ def test_inline_seccomp_warns_and_writes_nothing(bundle):
 
 # ---------------------------------------------------------------- end to end
 
+@pytest.mark.host  # starts a container itself
 def test_a_loaded_spec_runs(tmp_path):
     host = socket.gethostname()
     s = {

@@ -391,6 +391,7 @@ def test_messages_emitted_before_a_crash_reach_the_host(run):
     assert st.signal == signal.SIGSEGV
 
 
+@pytest.mark.host  # under pytest --isolate, a test *is* a payload
 def test_emit_outside_a_payload_is_an_error():
     from pytest_isolate.runtime import emit
 

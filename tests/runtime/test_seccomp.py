@@ -51,6 +51,7 @@ def _seccomp_filter_supported() -> bool:
 
 
 pytestmark = [
+    pytest.mark.host,
     pytest.mark.skipif(sys.platform != "linux" or not _seccomp_filter_supported(),
                        reason="needs a Linux kernel with seccomp filters"),
 ]

@@ -88,6 +88,9 @@ def test_caps_the_host_lacks_are_warned_about_once(factory):
     if not lacking:
         pytest.skip("this host holds every capability, so none can be missing")
     cfg = Config(capabilities=["ALL"])
+    from pytest_isolate.runtime import container
+
+    container._warned_caps.clear()  # once per process: an earlier test may have seen it
     with pytest.warns(RuntimeWarning, match=lacking[0]), factory.create("a", cfg) as c:
         st = c.run(Process(target=_status))
     assert lacking[0] not in _names(st.value["CapEff"])
