@@ -215,19 +215,16 @@ def _load_profiles(config: pytest.Config) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in profiles.items()}
 
 
-def settings_to_config(settings: Settings, binds: list[str]) -> Any:
-    """The runtime Config for one test's settings; ``binds`` are host paths to keep
-    visible (and writable) inside: the run's temporary directory and the like."""
-    from .runtime import DEFAULT_MOUNTS, Config, Mount, Resources
+def settings_to_config(settings: Settings, mounts: list[Any]) -> Any:
+    """The runtime Config for one test's settings; ``mounts`` come after the default
+    ones (binds of the run's temporary directory and the like)."""
+    from .runtime import DEFAULT_MOUNTS, Config, Resources
 
     env = None
     if settings.env_allow is not None:
         env = {k: os.environ[k] for k in settings.env_allow if k in os.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env["HOME"] = "/tmp"
-    mounts = [*DEFAULT_MOUNTS]
-    for path in binds:
-        mounts.append(Mount(path, source=path))
     return Config(
         hostname=settings.hostname,
         readonly=settings.readonly,
@@ -236,7 +233,7 @@ def settings_to_config(settings: Settings, binds: list[str]) -> Any:
         user=settings.user,
         capabilities=settings.capabilities,
         resources=Resources(memory=settings.memory, pids=settings.pids, cpu=settings.cpu),
-        mounts=tuple(mounts),
+        mounts=(*DEFAULT_MOUNTS, *mounts),
         seccomp=settings.seccomp,
         # one parent per pytest process (xdist worker): its creator is the one to remove it
         cgroup_parent=f"pytest-isolate-{os.getpid()}",

@@ -170,7 +170,7 @@ class _Box:
         from .runtime import DEVNULL, IsolateError, Process
 
         item = self.item
-        cfg = settings_to_config(settings, _binds(item))
+        cfg = settings_to_config(settings, _mounts(item, settings, self.state.workdir))
         cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
         process = Process(target=child.run_item, args=(item.nodeid, settings.timeout),
                           env=dict(settings.env), stdin=DEVNULL,
@@ -252,24 +252,72 @@ def _tail(f: Any) -> str:
     return text
 
 
-def _binds(item: pytest.Item) -> list[str]:
-    """Host paths a test needs inside although /tmp is private there: the run's
-    temporary directory (tmp_path lives in it), and the interpreter and rootdir when
-    they sit under /tmp."""
-    paths = []
-    base = internals.basetemp(item.config)
-    if base is not None:
-        paths.append(base)
-    for p in (sys.prefix, sys.base_prefix, str(item.config.rootpath), *sys.path):
+def _hidden_homes() -> list[str]:
+    """Home directories the ``untrusted`` profile hides: root's, the invoking user's
+    (also through sudo) and every one under /home."""
+    import pwd
+
+    homes = {"/root", os.path.expanduser("~")}
+    for name in (os.environ.get("SUDO_USER"), os.environ.get("USER")):
+        if name:
+            try:
+                homes.add(pwd.getpwnam(name).pw_dir)
+            except KeyError:
+                pass
+    if os.path.isdir("/home"):
+        homes.update(os.path.join("/home", d) for d in os.listdir("/home"))
+    return sorted(h for h in homes if h not in ("/", "") and os.path.isdir(h))
+
+
+def _mounts(item: pytest.Item, settings: Settings, workdir: str) -> list[Any]:
+    """Mounts a test needs on top of the defaults, in order.
+
+    ``/tmp`` is private in a container, and ``untrusted`` hides home directories, so
+    whatever of the interpreter, the project and ``sys.path`` lives there is bound
+    back read-only. The run's base temporary directory (``tmp_path`` lives in it) is
+    bound read-write; a test running as a non-root uid gets a fresh directory of its
+    own there instead, owned by that uid.
+    """
+    from .runtime import Mount
+
+    hidden = ["/tmp/", "/dev/shm/"]
+    mounts: list[Any] = []
+    if settings.hide_home:
+        for home in _hidden_homes():
+            hidden.append(home.rstrip("/") + "/")
+            # writable only by root inside (its mount points are made there), 64k at most
+            mounts.append(Mount(home, "tmpfs", size="64k", mode=0o755))
+    wanted: set[str] = set()
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, str(item.config.rootpath),
+              *sys.path):
         if p and os.path.isdir(p):
             real = os.path.realpath(p)
-            if real.startswith(("/tmp/", "/dev/shm/")):
-                paths.append(real)
-    keep: list[str] = []
-    for p in sorted(set(paths), key=len):
-        if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in keep):
-            keep.append(p)
-    return keep
+            if real.startswith(tuple(hidden)) or real + "/" in hidden:
+                wanted.add(real)
+    base = internals.basetemp(item.config)
+    outermost: list[str] = []
+    for p in sorted(wanted, key=len):
+        if not any(p == k or p.startswith(k.rstrip("/") + "/") for k in outermost):
+            outermost.append(p)
+    for p in outermost:  # as writable as the rest of the host root is
+        mounts.append(Mount(p, source=p, readonly=settings.readonly))
+    if base is not None:
+        source = base
+        uid = _uid(settings.user)
+        if uid:
+            import tempfile
+
+            source = tempfile.mkdtemp(prefix="isolated-", dir=workdir)
+            gid = int(str(settings.user).split(":")[1]) if ":" in str(settings.user) else uid
+            os.chown(source, uid, gid)
+        mounts.append(Mount(base, source=source))
+    return mounts
+
+
+def _uid(user: str | None) -> int:
+    if not user:
+        return 0
+    return int(str(user).split(":")[0])
 
 
 def _merge_coverage(msg: dict[str, Any]) -> None:

@@ -166,3 +166,76 @@ def test_report_header_says_what_is_in_force(pytester):
     result = run(pytester, "--isolate", "--isolate-seccomp=strict")
     result.stdout.fnmatch_lines(["isolate: every test (--isolate); profile default; network "
                                  "none; seccomp strict*"])
+
+
+def test_a_timeout_kills_the_container_and_shows_where_it_hung(pytester):
+    pytester.makepyfile(textwrap.dedent("""
+        import time, pytest
+
+        @pytest.mark.isolated(timeout=1)
+        def test_hangs():
+            def stuck_here():
+                time.sleep(60)
+            stuck_here()
+
+        def test_next():
+            pass
+    """))
+    result = run(pytester)
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*timed out after 1 s*", "*Captured stderr call*",
+                                 "*in stuck_here*"])
+    assert result.duration < 30
+
+
+def test_the_untrusted_profile(pytester, monkeypatch):
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    pytester.makepyfile(textwrap.dedent("""
+        import os, socket, pytest
+
+        @pytest.mark.isolated(profile="untrusted")
+        def test_sandboxed(tmp_path):
+            assert os.getuid() == 65534 and os.getgid() == 65534
+            assert "SECRET_TOKEN" not in os.environ and os.environ["HOME"] == "/tmp"
+            (tmp_path / "own").write_text("x")
+            with pytest.raises(OSError):
+                open(os.path.join(os.path.dirname(__file__), "planted"), "w")
+            assert os.listdir("/root") == [] or set(os.listdir("/root")) <= {".pyenv"}
+            with pytest.raises(OSError) as unreachable:  # no route out of the netns
+                socket.create_connection(("192.0.2.1", 80), timeout=2)
+            assert unreachable.value.errno == 101  # ENETUNREACH
+            for family in (socket.AF_PACKET, socket.AF_NETLINK):  # strict seccomp
+                with pytest.raises(PermissionError):
+                    socket.socket(family, socket.SOCK_RAW)
+            with open("/proc/self/status") as f:
+                status = f.read()
+            assert "CapEff:\\t0000000000000000" in status
+            assert "Seccomp:\\t2" in status
+    """))
+    # pytester's own directories are mode 0700, which uid 65534 cannot enter: keep the
+    # run's basetemp out of them, as it is in a real run (/tmp/pytest-of-<user>/...)
+    import shutil
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="untrusted-base-")
+    try:
+        run(pytester, f"--basetemp={base}/b").assert_outcomes(passed=1)
+    finally:
+        shutil.rmtree(base)
+    assert not (pytester.path / "planted").exists()
+
+
+def test_a_profile_from_pyproject(pytester):
+    pytester.makepyprojecttoml(textwrap.dedent("""
+        [tool.pytest-isolate.profiles.ci]
+        extends = "default"
+        hostname = "ci-box"
+        env = {CI_FLAG = "1"}
+    """))
+    pytester.makepyfile(textwrap.dedent("""
+        import os, socket
+
+        def test_profile():
+            assert socket.gethostname() == "ci-box" and os.environ["CI_FLAG"] == "1"
+    """))
+    run(pytester, "--isolate", "--isolate-profile=ci").assert_outcomes(passed=1)
