@@ -1,0 +1,25 @@
+"""The examples in examples/ run, and say what the README says they do."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def test_demo_suite_passes_under_isolate(pytester):
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--isolate", "-v",
+                                           str(EXAMPLES / "demo_suite"), timeout=120)
+    result.assert_outcomes(passed=9)
+
+
+def test_runtime_demo_prints_what_a_container_sees():
+    out = subprocess.run([sys.executable, str(EXAMPLES / "runtime_demo.py")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "container 'demo': exited with status 0" in out.stdout
+    assert 'hostname             "demo-box"' in out.stdout
+    assert 'pid 1                "isolate-init"' in out.stdout
+    assert "after destroy: containers left = []" in out.stdout
