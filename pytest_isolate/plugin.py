@@ -187,6 +187,16 @@ class IsolateState:
                          f"(via {backend_name()})")
         except Exception as e:  # the header must never break a run
             lines.append(f"isolate: capabilities unavailable ({e})")
+        try:
+            from .runtime.cgroups import MANAGED_CONTROLLERS, detect
+
+            layout = detect()
+            ctrls = [f"{c}(v{layout.version(c)})" for c in MANAGED_CONTROLLERS
+                     if layout.can_use(c)]
+            lines.append(f"isolate: cgroups {layout.mode}: "
+                         f"{', '.join(ctrls) or 'no usable controller'}")
+        except Exception as e:
+            lines.append(f"isolate: cgroups unavailable ({e})")
         return lines
 
     def close(self) -> None:

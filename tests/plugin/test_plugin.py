@@ -165,7 +165,10 @@ def test_report_header_says_what_is_in_force(pytester):
     pytester.makepyfile("def test_x(): pass")
     result = run(pytester, "--isolate", "--isolate-seccomp=strict")
     result.stdout.fnmatch_lines(["isolate: every test (--isolate); profile default; network "
-                                 "none; seccomp strict*"])
+                                 "none; seccomp strict*",
+                                 "isolate: namespaces pid,mount,uts,ipc,net; capabilities "
+                                 "Docker default (via *)",
+                                 "isolate: cgroups *: *memory(v*"])
 
 
 def test_a_timeout_kills_the_container_and_shows_where_it_hung(pytester):
