@@ -3,6 +3,7 @@ containers. Registered as the ``isolate`` entry point of ``pytest11``."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from . import child
 from .settings import SETTINGS, SettingError, Settings, check_setting, resolve
 
 STATE = pytest.StashKey["IsolateState"]()
+OTHER_TIMEOUT = pytest.StashKey[float]()
 SETTINGS_KEY = pytest.StashKey["Settings | SettingError | None"]()
 
 _MARKER_HELP = (
@@ -76,6 +78,28 @@ def pytest_isolate_config(item: pytest.Item, config: Any) -> Any:
     return config
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout would arm its timer in this process around a whole isolated
+    test; the container's deadline takes it over instead (the smaller one wins). With
+    ``timeout_func_only`` its timer is armed inside the container, as usual."""
+    if child.in_container():
+        return None
+    state = item.config.stash.get(STATE, None)
+    if state is None or not isinstance(state.settings_for(item), Settings):
+        return None
+    if settings.timeout:
+        item.stash[OTHER_TIMEOUT] = float(settings.timeout)
+    return True
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
+    if child.in_container() or OTHER_TIMEOUT not in item.stash:
+        return None
+    return True
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     state = config.stash.get(STATE, None)
     return None if state is None else state.header()
@@ -93,6 +117,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return None
     from .runner import run_isolated
 
+    other = item.stash.get(OTHER_TIMEOUT, None)
+    if isinstance(settings, Settings) and other is not None and (
+            settings.timeout is None or other < settings.timeout):
+        settings = dataclasses.replace(settings, timeout=other)
     run_isolated(item, nextitem, settings, state)
     return True
 

@@ -242,3 +242,37 @@ def test_a_profile_from_pyproject(pytester):
             assert socket.gethostname() == "ci-box" and os.environ["CI_FLAG"] == "1"
     """))
     run(pytester, "--isolate", "--isolate-profile=ci").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("func_only", ["false", "true"])
+def test_pytest_timeout_is_honoured_and_the_smaller_deadline_wins(pytester, func_only):
+    pytest.importorskip("pytest_timeout", reason="pytest-timeout is part of the test extra")
+    pytester.makepyfile(textwrap.dedent("""
+        import time, pytest
+
+        @pytest.mark.timeout(1)
+        def test_marker_timeout():
+            time.sleep(60)
+
+        @pytest.mark.isolated(timeout=30)
+        @pytest.mark.timeout(2)
+        def test_smaller_wins():
+            time.sleep(60)
+
+        @pytest.mark.isolated(timeout=1)
+        @pytest.mark.timeout(30)
+        def test_ours_smaller():
+            time.sleep(60)
+
+        def test_fine():
+            pass
+    """))
+    result = run(pytester, "--isolate", "-o", f"timeout_func_only={func_only}")
+    result.assert_outcomes(failed=3, passed=1)
+    assert result.duration < 30  # no 30 s or 60 s wait anywhere
+    if func_only == "false":  # the container's deadline took over pytest-timeout's timer
+        result.stdout.fnmatch_lines(["*_ test_marker_timeout _*", "timed out after 1 s"])
+    else:  # pytest-timeout's own timer, armed inside the container around the call
+        result.stdout.fnmatch_lines(["*_ test_marker_timeout _*",
+                                     "*Failed: Timeout (>1.0s) from pytest-timeout*"])
+    result.stdout.fnmatch_lines(["*_ test_ours_smaller _*", "timed out after 1 s"])
