@@ -276,3 +276,42 @@ def test_pytest_timeout_is_honoured_and_the_smaller_deadline_wins(pytester, func
         result.stdout.fnmatch_lines(["*_ test_marker_timeout _*",
                                      "*Failed: Timeout (>1.0s) from pytest-timeout*"])
     result.stdout.fnmatch_lines(["*_ test_ours_smaller _*", "timed out after 1 s"])
+
+
+@pytest.mark.parametrize("extra", [[], ["-x"]])
+def test_wider_finalizers_run_once_in_the_pytest_process(pytester, extra):
+    pytester.makeconftest(textwrap.dedent("""
+        import os, pytest
+
+        @pytest.fixture(scope="session")
+        def session_res(tmp_path_factory):
+            log = tmp_path_factory.getbasetemp() / "session.log"
+            with log.open("a") as f:
+                f.write(f"setup {os.getpid()}\\n")
+            yield
+            with log.open("a") as f:
+                f.write(f"teardown {os.getpid()}\\n")
+    """))
+    pytester.makepyfile(textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture
+        def per_test(session_res):
+            yield
+            print("function teardown ran")
+
+        def test_first(per_test):
+            pass
+
+        def test_fails(per_test):
+            assert False
+
+        def test_last(per_test):
+            pass
+    """))
+    result = run(pytester, "--isolate", *extra)
+    result.assert_outcomes(passed=1 if extra else 2, failed=1)
+    (log,) = pytester.path.glob("runpytest-[0-9]*/session.log")
+    lines = log.read_text().split()
+    assert lines[0::2] == ["setup", "teardown"]
+    assert lines[1] == lines[3]  # set up and torn down in the same process: pytest's own
