@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 from . import child
-from .settings import SETTINGS, SettingError, Settings, check_setting, resolve
+from .settings import (
+    BUILTIN_PROFILES,
+    SETTINGS,
+    SettingError,
+    Settings,
+    check_setting,
+    resolve,
+)
 
 STATE = pytest.StashKey["IsolateState"]()
 OTHER_TIMEOUT = pytest.StashKey[float]()
@@ -174,6 +181,18 @@ class IsolateState:
         marks = list(item.iter_markers("isolated"))
         enabled = self.isolate_all
         kwargs: dict[str, Any] = {}
+        origin = f"@pytest.mark.isolated on {item.nodeid}"
+        for mark in marks:
+            if len(mark.args) > 1 or (mark.args and not isinstance(mark.args[0], bool)):
+                err = SettingError("isolated", mark.args, origin,
+                                   "the only positional argument is True or False")
+                item.stash[SETTINGS_KEY] = err
+                return err
+            if mark.args and mark.args[0] is False and mark.kwargs:
+                err = SettingError("isolated", mark.kwargs, origin,
+                                   "isolated(False) opts out: it takes no settings")
+                item.stash[SETTINGS_KEY] = err
+                return err
         for mark in reversed(marks):  # farthest first, the closest wins
             if mark.args:
                 enabled = bool(mark.args[0])
@@ -185,7 +204,6 @@ class IsolateState:
         if not enabled:
             result = None
         else:
-            origin = f"@pytest.mark.isolated on {item.nodeid}"
             try:
                 for name, value in kwargs.items():
                     if name not in SETTINGS:
@@ -247,10 +265,27 @@ def _load_profiles(config: pytest.Config) -> dict[str, dict[str, Any]]:
             data = tomllib.load(f)
     except (OSError, ValueError) as e:
         raise pytest.UsageError(f"{path}: cannot read [tool.pytest-isolate]: {e}") from None
-    profiles = data.get("tool", {}).get("pytest-isolate", {}).get("profiles", {})
+    section = data.get("tool", {}).get("pytest-isolate", {})
+    unknown = set(section) - {"profiles"}
+    if unknown:
+        raise pytest.UsageError(f"{path}: [tool.pytest-isolate] has unknown keys "
+                                f"{', '.join(sorted(unknown))}; profiles go in "
+                                "[tool.pytest-isolate.profiles.NAME]")
+    profiles = section.get("profiles", {})
     if not isinstance(profiles, dict) or not all(isinstance(v, dict) for v in profiles.values()):
         raise pytest.UsageError(f"{path}: [tool.pytest-isolate.profiles.NAME] must be tables")
-    return {str(k): dict(v) for k, v in profiles.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in profiles.items():
+        values = dict(values)
+        if "profile" in values:
+            raise pytest.UsageError(f"{path}: profile {name!r}: use extends = \"...\" to "
+                                    "build on another profile, not profile = ...")
+        if name in BUILTIN_PROFILES:
+            # a built-in's name adjusts the built-in: it never drops its protections
+            values = {**BUILTIN_PROFILES[name], **values}
+            values.pop("extends", None)
+        out[str(name)] = values
+    return out
 
 
 def settings_to_config(settings: Settings, mounts: list[Any]) -> Any:

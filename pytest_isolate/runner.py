@@ -71,6 +71,8 @@ def _run(item: pytest.Item, nextitem: pytest.Item | None,
         setup = _host_phase(item, "setup", lambda: internals.outer_setup(item))
     if setup.failed or setup.skipped or isinstance(settings, SettingError):
         _log(item, setup)
+        if item.session.shouldfail or item.session.shouldstop:
+            nextitem = None
         _log(item, _host_phase(item, "teardown", lambda: internals.teardown_outer(item, nextitem)))
         return
     box = _Box(item, state)
@@ -78,11 +80,15 @@ def _run(item: pytest.Item, nextitem: pytest.Item | None,
         box.run(settings)
     finally:
         box.close()
+    if item.session.shouldfail or item.session.shouldstop:
+        nextitem = None  # as pytest does: the run stops, so everything is torn down now
     host_teardown = _host_phase(item, "teardown",
                                 lambda: internals.teardown_outer(item, nextitem))
     inner = box.reports.get("teardown")
     final = inner if inner is not None and (inner.failed or not host_teardown.failed) \
         else host_teardown
+    if box.teardown_failure is not None and not final.failed:
+        final = _host_phase(item, "teardown", _fail(box.teardown_failure))
     _annotate(final, box.status)
     _log(item, final)
 
@@ -112,6 +118,7 @@ class _Box:
         self.started: list[str] = []
         self.protocol_error: str | None = None
         self.status: ExitStatus | None = None
+        self.teardown_failure: str | None = None
         # host-owned output files of the test: closed in close()
         self.out = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
         self.err = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
@@ -167,11 +174,25 @@ class _Box:
 
     def run(self, settings: Settings) -> None:
         from .plugin import settings_to_config
-        from .runtime import DEVNULL, IsolateError, Process
+        from .runtime import DEVNULL, Config, IsolateError, Process
 
         item = self.item
-        cfg = settings_to_config(settings, _mounts(item, settings, self.state.workdir))
-        cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
+        try:
+            cfg = settings_to_config(settings, _mounts(item, settings, self.state.workdir))
+        except Exception as e:
+            self._report_crash(f"invalid isolation settings: {e}", None)
+            return
+        try:
+            cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
+        except Exception as e:
+            self._report_crash(f"the pytest_isolate_config hook failed: "
+                               f"{type(e).__name__}: {e}", None)
+            return
+        if not isinstance(cfg, Config):
+            self._report_crash("the pytest_isolate_config hook returned "
+                               f"{type(cfg).__name__}, not a pytest_isolate.runtime.Config "
+                               "(return dataclasses.replace(config, ...) or None)", None)
+            return
         process = Process(target=child.run_item, args=(item.nodeid, settings.timeout),
                           env=dict(settings.env), stdin=DEVNULL,
                           stdout=self.out.fileno(), stderr=self.err.fileno(),
@@ -184,17 +205,26 @@ class _Box:
             container = self.state.factory.create(self.state.next_id(), cfg)
             container.start(process)
             status = container.wait()
-        except IsolateError as e:
+        except (IsolateError, ValueError, OSError, OverflowError) as e:
             failure = f"could not run the test in a container: {e}"
         finally:
             child.ITEMS.pop(item.nodeid, None)
             if container is not None:
                 container.destroy()
         self.status = status
+        if item.config.getoption("capture", "fd") == "no":
+            self._echo_output()  # -s: the test's output went to host files; show it now
         if failure is None and status is not None:
             failure = self._diagnose(status, settings)
         if failure is not None:
             self._report_crash(failure, status)
+
+    def _echo_output(self) -> None:
+        for f, stream in ((self.out, sys.stdout), (self.err, sys.stderr)):
+            text = _tail(f)
+            if text:
+                stream.write(text)
+                stream.flush()
 
     def _diagnose(self, status: ExitStatus, settings: Settings) -> str | None:
         """None when every phase reported; else what went wrong, in words."""
@@ -227,8 +257,9 @@ class _Box:
         else:
             if "setup" in self.reports and self.reports["setup"].passed:
                 when = "call" if "call" not in self.reports else "teardown"
-        if when == "teardown":
-            return  # the host's own teardown report stands in for it
+        if when == "teardown":  # reported with the host's own teardown
+            self.teardown_failure = message
+            return
         internals.prime_xfail(item)
         report = _host_phase(item, when, _fail(message))
         if getattr(report, "wasxfail", None) is not None:

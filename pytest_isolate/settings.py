@@ -35,7 +35,7 @@ __all__ = [
 SETTINGS: dict[str, str] = {
     "memory": "memory limit, like 64M or 1.5G ('none': unlimited)",
     "pids": "limit on the number of processes ('none': unlimited)",
-    "cpu": "CPU limit in cores, like 0.5, 150% or 500m ('none': unlimited)",
+    "cpu": "CPU limit in cores, like 0.5, 150%% or 500m ('none': unlimited)",
     "timeout": "seconds before the test's container is killed ('none': no timeout)",
     "network": "'none' (own network namespace, loopback only) or 'host'",
     "seccomp": "seccomp profile: default, strict, unconfined or a Docker/OCI JSON file",
@@ -142,8 +142,9 @@ def check_setting(name: str, value: object, origin: str) -> Any:
                 t = float(value)  # type: ignore[arg-type]
             except (TypeError, ValueError):
                 t = -1.0
-            if isinstance(value, bool) or not t > 0:
-                raise SettingError(name, value, origin, "a positive number of seconds")
+            if isinstance(value, bool) or not 0 < t <= 10**7:
+                raise SettingError(name, value, origin,
+                                   "a positive, finite number of seconds (at most 10^7)")
             return t
         if name == "network":
             if value not in ("none", "host"):
@@ -153,12 +154,16 @@ def check_setting(name: str, value: object, origin: str) -> Any:
             if not isinstance(value, (str, os.PathLike)):
                 raise SettingError(name, value, origin,
                                    "default, strict, unconfined or a JSON profile path")
+            from .runtime.seccomp import load_profile
+
+            load_profile(os.fspath(value))  # raises ConfigError naming the problem
             return os.fspath(value)
         if name in ("readonly", "hide_home"):
             return _bool(name, value, origin)
         if name == "hostname":
-            if not isinstance(value, str):
-                raise SettingError(name, value, origin, "a hostname string")
+            from .runtime.config import Config
+
+            Config(hostname=value)  # type: ignore[arg-type]  # raises ConfigError if bad
             return value
         if name == "env":
             return _env(value, origin)
@@ -179,7 +184,9 @@ def check_setting(name: str, value: object, origin: str) -> Any:
         if name == "user":
             if _none(value):
                 return None
-            parse_user(value, "user")  # type: ignore[arg-type]
+            uid, gid = parse_user(value, "user")  # type: ignore[arg-type]
+            if uid > 2**32 - 2 or (gid or 0) > 2**32 - 2:
+                raise SettingError(name, value, origin, "uid and gid are at most 4294967294")
             return str(value)
         if name == "profile":
             if not isinstance(value, str) or not value:
@@ -234,7 +241,10 @@ def resolve(
     chain = [(f"profile {profile_name!r}", dict(all_profiles[profile_name]))]
     base = chain[0][1].pop("extends", None)
     while base is not None:
-        if base not in all_profiles or len(chain) > 8:
+        if any(origin == f"profile {base!r}" for origin, _ in chain):
+            raise SettingError("extends", base, chain[-1][0],
+                               "profiles extend each other in a cycle")
+        if base not in all_profiles:
             raise SettingError("extends", base, chain[-1][0],
                                f"known profiles: {', '.join(sorted(all_profiles))}")
         values = dict(all_profiles[base])

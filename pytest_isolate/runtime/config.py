@@ -52,6 +52,9 @@ DEFAULT_MASKED_PATHS: tuple[str, ...] = (
     "/sys/devices/virtual/powercap",
 )
 DEFAULT_READONLY_PATHS: tuple[str, ...] = (
+    # sysfs, cgroupfs included: a container must not move itself out of its cgroups or
+    # change the host's settings there (runc mounts sysfs read-only for the same reason)
+    "/sys",
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",

@@ -315,3 +315,94 @@ def test_wider_finalizers_run_once_in_the_pytest_process(pytester, extra):
     lines = log.read_text().split()
     assert lines[0::2] == ["setup", "teardown"]
     assert lines[1] == lines[3]  # set up and torn down in the same process: pytest's own
+
+
+@pytest.mark.parametrize("marker, message", [
+    ('isolated(hostname="bad host!")', "hostname='bad host!' is invalid"),
+    ("isolated(user=2**40)", "uid and gid are at most"),
+    ('isolated(timeout=float("inf"))', "a positive, finite number of seconds"),
+    ('isolated(seccomp="/no/such/profile.json")', "seccomp='/no/such/profile.json' is invalid"),
+    ('isolated("no")', "the only positional argument is True or False"),
+    ('isolated(False, memory="64M")', "isolated(False) opts out: it takes no settings"),
+])
+def test_bad_marker_values_never_crash_the_run(pytester, marker, message):
+    pytester.makepyfile(textwrap.dedent(f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_bad():
+            pass
+
+        def test_next():
+            pass
+    """))
+    result = run(pytester, "-p", "no:randomly")
+    result.assert_outcomes(errors=1, passed=1)
+    assert message in result.stdout.str()
+    assert "@pytest.mark.isolated on " in result.stdout.str()
+
+
+@pytest.mark.parametrize("hook, message", [
+    ("raise RuntimeError('hook exploded')", "the pytest_isolate_config hook failed: "
+                                            "RuntimeError: hook exploded"),
+    ("return {'network': 'host'}", "the pytest_isolate_config hook returned dict"),
+    ("import dataclasses; return dataclasses.replace(config, hostname='bad name!')",
+     "the pytest_isolate_config hook failed: ConfigError: hostname='bad name!'"),
+])
+def test_a_broken_config_hook_fails_its_test_only(pytester, hook, message):
+    pytester.makeconftest(f"def pytest_isolate_config(item, config):\n    {hook}\n")
+    pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    result = run(pytester, "--isolate")
+    result.assert_outcomes(errors=2)
+    assert message in result.stdout.str()
+
+
+def test_dash_x_with_a_failing_module_teardown(pytester):
+    pytester.makepyfile(textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def mod():
+            yield
+            raise RuntimeError("module teardown boom")
+
+        def test_fails(mod):
+            assert False
+
+        def test_never(mod):
+            pass
+    """))
+    result = run(pytester, "--isolate", "-x")
+    result.assert_outcomes(failed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_fails*", "*module teardown boom*",
+                                 "*stopping after*"])
+
+
+def test_dash_s_shows_the_output_of_isolated_tests(pytester):
+    pytester.makepyfile("def test_out():\n    print('visible with -s')\n")
+    result = run(pytester, "--isolate", "-s")
+    result.assert_outcomes(passed=1)
+    assert "visible with -s" in result.stdout.str()
+
+
+def test_a_builtin_profile_name_in_pyproject_adjusts_it(pytester):
+    pytester.makepyprojecttoml(textwrap.dedent("""
+        [tool.pytest-isolate.profiles.untrusted]
+        hostname = "adjusted"
+    """))
+    pytester.makepyfile(textwrap.dedent("""
+        import os, socket, pytest
+
+        @pytest.mark.isolated(profile="untrusted")
+        def test_still_untrusted():
+            assert socket.gethostname() == "adjusted"
+            assert os.getuid() == 65534  # the built-in's protections stay
+    """))
+    import shutil
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="untrusted-base-")
+    try:
+        run(pytester, f"--basetemp={base}/b").assert_outcomes(passed=1)
+    finally:
+        shutil.rmtree(base)

@@ -294,3 +294,23 @@ def test_a_bad_profile_is_a_config_error_naming_seccomp(factory, tmp_path):
             c.start(Process(["true"]))
         assert ei.value.field == "seccomp"
         c.destroy()
+
+
+def _escape_the_cgroup():
+    import errno
+    import glob
+
+    out = {}
+    for procs in sorted(glob.glob("/sys/fs/cgroup/*/cgroup.procs"))[:3]:
+        try:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+            out[procs] = "moved"
+        except OSError as e:
+            out[procs] = errno.errorcode[e.errno]
+    return out
+
+
+def test_a_container_cannot_move_itself_out_of_its_cgroups(run):
+    st = run(_escape_the_cgroup, Config(resources=Resources(memory="64M")))
+    assert st.value and set(st.value.values()) == {"EROFS"}, st.value
