@@ -130,6 +130,42 @@ def fresh_capture_into(config: pytest.Config, out_fd: int, err_fd: int) -> None:
     capman.suspend_global_capture()
 
 
+def failed_subtests(config: pytest.Config, item: pytest.Item) -> int | None:
+    """In the container: how many failed subtests pytest (>= 9) counted for the item in
+    the config's stash, which is what fails a parent test whose own call passed."""
+    try:
+        from _pytest.subtests import failed_subtests_key
+    except ImportError:  # pytest 8: subtests is the separate pytest-subtests plugin
+        return None
+    counts = config.stash.get(failed_subtests_key, None)
+    key = getattr(item, "id", item.nodeid)
+    return None if counts is None or key not in counts else int(counts[key])
+
+
+def set_failed_subtests(config: pytest.Config, report: pytest.TestReport, n: int) -> None:
+    """In the host: the same count, before the parent's call report is logged."""
+    try:
+        from _pytest.subtests import failed_subtests_key
+    except ImportError:
+        return
+    counts = config.stash.get(failed_subtests_key, None)
+    if counts is not None:
+        counts[getattr(report, "id", report.nodeid)] = n
+
+
+def silence_terminal(config: pytest.Config) -> None:
+    """In the container: the terminal reporter still sees the reports other plugins
+    log there (they are shown by the host); it must not print them into the test's
+    captured output."""
+    from _pytest._io import TerminalWriter
+
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is not None:
+        sink = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the container
+        _inherited.append(sink)
+        tr._tw = TerminalWriter(sink)
+
+
 class _WarningSink:
     """Quacks like ``ihook`` for the one hook ``catch_warnings_for_item`` calls."""
 

@@ -83,6 +83,10 @@ def run_item(nodeid: str, timeout: float | None) -> str:
     # fds 1 and 2 are host-owned files: make them pytest's capture files too
     internals.fresh_capture_into(config, os.dup(1), os.dup(2))
     internals.limit_teardown_to_item(item)
+    # Reports other plugins log while the test runs (subtests, for one) go home too;
+    # the test's own phase reports are made with log=False and sent by _phase.
+    config.pluginmanager.register(_ForwardReports(config), "isolate-forward-reports")
+    internals.silence_terminal(config)
     if timeout is not None:
         import faulthandler
         import sys
@@ -135,6 +139,16 @@ def coverage_delta(before: dict[str, Any]) -> dict[str, Any]:
     return {"arcs" if arcs else "lines": out}
 
 
+class _ForwardReports:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data, dropped = serialize_report(self.config, report)
+        emit({"kind": "report", "extra": True, "data": data, "dropped": dropped})
+
+
 _last_passed = False
 
 
@@ -145,4 +159,9 @@ def _phase(item: pytest.Item, when: str, only_item: Any) -> None:
     report = internals.call_and_report(item, when, log=False, **kwds)  # type: ignore[arg-type]
     _last_passed = report.passed
     data, dropped = serialize_report(item.config, report)
-    emit({"kind": "report", "data": data, "dropped": dropped})
+    msg: dict[str, Any] = {"kind": "report", "data": data, "dropped": dropped}
+    if when == "call":
+        n = internals.failed_subtests(item.config, item)
+        if n:
+            msg["failed_subtests"] = n
+    emit(msg)

@@ -149,7 +149,9 @@ class _Box:
             if not isinstance(data, dict) or data.get("nodeid") != self.item.nodeid:
                 raise ValueError("report for another test")
             report = config.hook.pytest_report_from_serializable(config=config, data=data)
-            if not isinstance(report, pytest.TestReport) or report.when in self.reports:
+            extra = bool(msg.get("extra"))  # logged by another plugin (subtests ...)
+            if not isinstance(report, pytest.TestReport) or (
+                    not extra and report.when in self.reports):
                 raise ValueError("unexpected report")
             # JSON has no tuples; pytest expects them in these two places
             if isinstance(report.longrepr, list):
@@ -160,6 +162,11 @@ class _Box:
                 self.state.warn_once(f"dropped:{name}",
                                      f"report attribute {str(name)!r} set in an isolated test "
                                      "is not JSON-compatible and was dropped")
+            if extra:
+                _log(self.item, report)
+                return
+            if msg.get("failed_subtests"):
+                internals.set_failed_subtests(config, report, int(msg["failed_subtests"]))
             self.reports[report.when] = report
             if report.when != "teardown":
                 _log(self.item, report)

@@ -406,3 +406,26 @@ def test_a_builtin_profile_name_in_pyproject_adjusts_it(pytester):
         run(pytester, f"--basetemp={base}/b").assert_outcomes(passed=1)
     finally:
         shutil.rmtree(base)
+
+
+def test_subtests_fail_as_in_a_plain_run(pytester):
+    pytest.importorskip("_pytest.subtests", reason="pytest >= 9 has built-in subtests")
+    pytester.makepyfile(textwrap.dedent("""
+        import unittest
+
+        def test_subtests(subtests):
+            for i in range(3):
+                with subtests.test(msg="check", i=i):
+                    assert i < 2
+
+        class T(unittest.TestCase):
+            def test_sub(self):
+                for i in range(3):
+                    with self.subTest(i=i):
+                        self.assertLess(i, 2)
+    """))
+    plain = run(pytester)
+    isolated = run(pytester, "--isolate")
+    assert isolated.ret == plain.ret == 1
+    assert isolated.parseoutcomes() == plain.parseoutcomes()
+    isolated.stdout.fnmatch_lines(["SUBFAILED*test_subtests*assert 2 < 2*"])
