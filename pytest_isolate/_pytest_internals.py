@@ -137,8 +137,8 @@ def failed_subtests(config: pytest.Config, item: pytest.Item) -> int | None:
         from _pytest.subtests import failed_subtests_key
     except ImportError:  # pytest 8: subtests is the separate pytest-subtests plugin
         return None
-    counts = config.stash.get(failed_subtests_key, None)
-    key = getattr(item, "id", item.nodeid)
+    counts: Any = config.stash.get(failed_subtests_key, None)
+    key: Any = getattr(item, "id", item.nodeid)
     return None if counts is None or key not in counts else int(counts[key])
 
 
@@ -148,7 +148,7 @@ def set_failed_subtests(config: pytest.Config, report: pytest.TestReport, n: int
         from _pytest.subtests import failed_subtests_key
     except ImportError:
         return
-    counts = config.stash.get(failed_subtests_key, None)
+    counts: Any = config.stash.get(failed_subtests_key, None)
     if counts is not None:
         counts[getattr(report, "id", report.nodeid)] = n
 

@@ -428,4 +428,4 @@ def test_subtests_fail_as_in_a_plain_run(pytester):
     isolated = run(pytester, "--isolate")
     assert isolated.ret == plain.ret == 1
     assert isolated.parseoutcomes() == plain.parseoutcomes()
-    isolated.stdout.fnmatch_lines(["SUBFAILED*test_subtests*assert 2 < 2*"])
+    isolated.stdout.fnmatch_lines(["*SUBFAILED*test_subtests*"])
