@@ -96,12 +96,20 @@ def run_item(nodeid: str, timeout: float | None) -> str:
                                           file=sys.__stderr__ or 2, exit=False)
     only_item = internals.ItemTeardownOnly(item)
     coverage_before = coverage_snapshot()
-    with internals.recording_warnings(config, item, lambda kw: emit(_warning_data(kw))):
-        _phase(item, "setup", only_item)
-        setup_ok = _last_passed
-        if setup_ok and not config.getoption("setuponly", False):
-            _phase(item, "call", only_item)
-        _phase(item, "teardown", only_item)
+    try:
+        with internals.recording_warnings(config, item,
+                                          lambda kw: emit(_warning_data(kw))):
+            _phase(item, "setup", only_item)
+            setup_ok = _last_passed
+            if setup_ok and not config.getoption("setuponly", False):
+                _phase(item, "call", only_item)
+            _phase(item, "teardown", only_item)
+    except pytest.exit.Exception as e:  # pytest.exit() in the test: the session stops
+        emit({"kind": "exit", "reason": str(e.msg), "returncode": e.returncode})
+        return "exit"
+    except KeyboardInterrupt:
+        emit({"kind": "interrupt"})
+        return "interrupt"
     if coverage_before is not None:
         emit({"kind": "coverage", **coverage_delta(coverage_before)})
     return "done"

@@ -80,6 +80,11 @@ def _run(item: pytest.Item, nextitem: pytest.Item | None,
         box.run(settings)
     finally:
         box.close()
+    if box.stop is not None:  # what the test raised, raised here: pytest ends the session
+        kind, reason, returncode = box.stop
+        if kind == "interrupt":
+            raise KeyboardInterrupt
+        raise pytest.exit.Exception(reason, returncode)
     if item.session.shouldfail or item.session.shouldstop:
         nextitem = None  # as pytest does: the run stops, so everything is torn down now
     host_teardown = _host_phase(item, "teardown",
@@ -119,6 +124,7 @@ class _Box:
         self.protocol_error: str | None = None
         self.status: ExitStatus | None = None
         self.teardown_failure: str | None = None
+        self.stop: tuple[str, str, int | None] | None = None  # pytest.exit / Ctrl-C inside
         # host-owned output files of the test: closed in close()
         self.out = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
         self.err = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
@@ -174,6 +180,12 @@ class _Box:
             _reemit_warning(self.item, msg)
         elif kind == "coverage":
             _merge_coverage(msg)
+        elif kind == "exit":
+            rc = msg.get("returncode")
+            self.stop = ("exit", str(msg.get("reason", "")),
+                         int(rc) if isinstance(rc, int) else None)
+        elif kind == "interrupt":
+            self.stop = ("interrupt", "", None)
         else:
             raise ValueError(kind)
 
@@ -237,6 +249,8 @@ class _Box:
         """None when every phase reported; else what went wrong, in words."""
         if self.protocol_error:
             return self.protocol_error
+        if self.stop is not None:
+            return None  # the session stops, as after the same call in a plain run
         complete = "teardown" in self.reports
         if status.timed_out:
             return f"timed out after {settings.timeout:g} s"

@@ -429,3 +429,23 @@ def test_subtests_fail_as_in_a_plain_run(pytester):
     assert isolated.ret == plain.ret == 1
     assert isolated.parseoutcomes() == plain.parseoutcomes()
     isolated.stdout.fnmatch_lines(["*SUBFAILED*test_subtests*"])
+
+
+@pytest.mark.parametrize("body, ret", [
+    ('pytest.exit("stop now", returncode=7)', 7),
+    ("raise KeyboardInterrupt", 2),
+])
+def test_exit_and_interrupt_inside_stop_the_session(pytester, body, ret):
+    pytester.makepyfile(textwrap.dedent(f"""
+        import pytest
+
+        def test_first():
+            {body}
+
+        def test_never_runs():
+            raise AssertionError("ran after the session should have stopped")
+    """))
+    plain = run(pytester)
+    isolated = run(pytester, "--isolate")
+    assert isolated.ret == plain.ret == ret
+    assert "ran after the session" not in isolated.stdout.str()
