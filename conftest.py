@@ -58,6 +58,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     problems = leftovers(_session_start, os.getpid())
     if problems:
-        session.config.get_terminal_writer().line(
-            "pytest-isolate suite left behind on the host: " + "; ".join(problems), red=True)
+        tw = session.config.get_terminal_writer()
+        tw.line()
+        tw.line("pytest-isolate suite left behind on the host: " + "; ".join(problems), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

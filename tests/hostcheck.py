@@ -99,11 +99,15 @@ def leftovers(before: Snapshot, me: int, wait: float = 3.0) -> list[str]:
         now = Snapshot.take()
         procs = processes()
         problems = []
-        new_foreign = now.foreign - before.foreign
+        # Ours are our descendants, or orphans (re-parented to PID 1) once their parent
+        # died: a container of another program running meanwhile is neither.
+        mine = descendants(me, procs)
+        new_foreign = {p for p in now.foreign - before.foreign
+                       if p in mine or procs.get(p, (0,))[0] == 1}
         if new_foreign:
             problems.append("processes in container PID namespaces: "
                             + ", ".join(f"{p} {procs.get(p, ('', '?'))[1]}" for p in new_foreign))
-        kids = {p for p in descendants(me, procs) if procs[p][1] not in ("pytest",)}
+        kids = {p for p in mine if procs[p][1] not in ("pytest",)}
         if kids:
             problems.append("processes left by the test: "
                             + ", ".join(f"{p} {procs[p][1]}" for p in kids))
