@@ -127,6 +127,9 @@ class Mount:
 
     def __post_init__(self) -> None:
         _set(self, "destination", _abs_path("mounts.destination", self.destination))
+        if self.destination == "/":
+            raise ConfigError("mounts.destination", "/", "the root is not a mount target: "
+                                                        "use Config(rootfs=...) instead")
         if self.type not in _MOUNT_TYPES:
             raise ConfigError(f"mounts[{self.destination}].type", self.type,
                               f"must be one of {', '.join(_MOUNT_TYPES)}")
@@ -304,7 +307,11 @@ def _env_mapping(value: Mapping[str, str] | Iterable[tuple[str, str]] | None,
                  fieldname: str) -> Mapping[str, str] | None:
     if value is None:
         return None
-    items = dict(value)
+    try:
+        items = dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(fieldname, value, "a mapping of names to values, like "
+                                            "{'LANG': 'C.UTF-8'}") from None
     for k, v in items.items():
         if not isinstance(k, str) or not _ENV_NAME.match(k):
             raise ConfigError(f"{fieldname}", k, "variable names are non-empty strings without '='")

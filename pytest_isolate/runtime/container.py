@@ -408,6 +408,12 @@ class Container:
                     run.captures[r] = _Capture(("stdin", "stdout", "stderr")[target],
                                                process.max_output)
                 elif isinstance(spec, int):
+                    try:
+                        os.fstat(spec)
+                    except OSError as e:
+                        raise ProcessError(f"process.{('stdin', 'stdout', 'stderr')[target]}="
+                                           f"{spec}: not an open file descriptor "
+                                           f"({e.strerror})") from None
                     fd = spec
                 elif isinstance(spec, str):
                     flags = os.O_RDONLY if target == 0 else \

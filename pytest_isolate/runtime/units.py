@@ -9,6 +9,7 @@ __all__ = ["format_size", "parse_cpu", "parse_size"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+_MAX_SIZE = 2**63 - 4096  # what the kernel's counters hold
 
 
 def parse_size(value: int | str, field: str = "size") -> int:
@@ -22,8 +23,8 @@ def parse_size(value: int | str, field: str = "size") -> int:
     if isinstance(value, bool):
         raise ConfigError(field, value, allowed)
     if isinstance(value, int):
-        if value < 0:
-            raise ConfigError(field, value, "must not be negative")
+        if not 0 <= value <= _MAX_SIZE:
+            raise ConfigError(field, value, "must be from 0 to 8E")
         return value
     if not isinstance(value, str):
         raise ConfigError(field, value, allowed)
@@ -32,8 +33,8 @@ def parse_size(value: int | str, field: str = "size") -> int:
         raise ConfigError(field, value, allowed)
     number, unit, _ = m.groups()
     result = float(number) * 1024 ** _POWERS[unit.lower()]
-    if not math.isfinite(result):
-        raise ConfigError(field, value, allowed)
+    if not math.isfinite(result) or result > _MAX_SIZE:
+        raise ConfigError(field, value, f"{allowed}, at most 8E")
     return int(result)
 
 

@@ -137,3 +137,12 @@ def test_callable_hooks_are_kept_by_name_only():
     d = c.to_dict()
     assert d["hooks"]["prestart"][0]["callable"] == "print"
     assert Config.from_dict(json.loads(json.dumps(d))).hooks.prestart == ()
+
+
+def test_more_bad_values_are_config_errors():
+    with pytest.raises(ConfigError, match="env="):
+        Config(env=["A=1"])
+    with pytest.raises(ConfigError, match="the root is not a mount target"):
+        Mount("/", "tmpfs")
+    with pytest.raises(ConfigError, match="memory="):
+        Resources(memory="99999999999999999999G")
