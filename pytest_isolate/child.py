@@ -95,7 +95,7 @@ def run_item(nodeid: str, timeout: float | None) -> str:
         faulthandler.dump_traceback_later(max(timeout - 0.3, timeout * 0.8),
                                           file=sys.__stderr__ or 2, exit=False)
     only_item = internals.ItemTeardownOnly(item)
-    coverage_before = coverage_snapshot()
+    measuring = coverage_start()
     try:
         with internals.recording_warnings(config, item,
                                           lambda kw: emit(_warning_data(kw))):
@@ -110,8 +110,8 @@ def run_item(nodeid: str, timeout: float | None) -> str:
     except KeyboardInterrupt:
         emit({"kind": "interrupt"})
         return "interrupt"
-    if coverage_before is not None:
-        emit({"kind": "coverage", **coverage_delta(coverage_before)})
+    if measuring:
+        emit({"kind": "coverage", **coverage_lines()})
     return "done"
 
 
@@ -122,28 +122,36 @@ def _coverage() -> Any:
     return cov_mod.Coverage.current()
 
 
-def coverage_snapshot() -> dict[str, Any] | None:
-    """What coverage (pytest-cov) had measured when the container started, or None
-    when coverage is not running. The container is a fork: its tracer is the host's,
-    so only the difference at the end is this test's own."""
+def coverage_start() -> bool:
+    """When coverage (pytest-cov) runs: measure into memory from here on.
+
+    The container is a fork, so its tracer is the host's. Left alone, coverage would
+    notice the new pid and start a data file of its own in the project directory
+    (which a read-only root refuses, and which would be litter otherwise). A fresh
+    in-memory data object instead holds what this test ran, sent home as numbers.
+    """
     cov = _coverage()
     if cov is None:
-        return None
-    data = cov.get_data()
-    arcs = data.has_arcs()
-    return {f: set(data.arcs(f) if arcs else data.lines(f)) for f in data.measured_files()}
+        return False
+    try:
+        cov._data = None  # coverage internals, guarded: the data object is made anew
+        cov._no_disk = True
+        cov._init_data(suffix=None)
+        if cov._collector is not None:  # the tracer writes into the new object too
+            cov._collector.use_data(cov._data, cov.config.context)
+        cov.get_data()
+    except Exception:
+        return False
+    return True
 
 
-def coverage_delta(before: dict[str, Any]) -> dict[str, Any]:
+def coverage_lines() -> dict[str, Any]:
     cov = _coverage()
     data = cov.get_data()
     arcs = data.has_arcs()
-    out: dict[str, list[Any]] = {}
-    for f in data.measured_files():
-        now = set(data.arcs(f) if arcs else data.lines(f))
-        new = now - before.get(f, set())
-        if new:
-            out[f] = sorted(list(a) if arcs else a for a in new)
+    out = {f: sorted(list(a) if arcs else a for a in (data.arcs(f) if arcs else data.lines(f))
+                     or ())
+           for f in data.measured_files()}
     return {"arcs" if arcs else "lines": out}
 
 

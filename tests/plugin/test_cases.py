@@ -160,7 +160,8 @@ def test_c14_with_last_failed(pytester, case):
     result.assert_outcomes(passed=4)
 
 
-def test_c15_coverage_of_code_run_in_containers(pytester, case):
+@pytest.mark.parametrize("extra", [[], ["--isolate-readonly=true"]])
+def test_c15_coverage_of_code_run_in_containers(pytester, case, extra):
     pytest.importorskip("pytest_cov", reason="pytest-cov is part of the test extra")
     pytester.makepyfile(covmod=textwrap.dedent("""
         def only_called_in_child(x):
@@ -169,10 +170,12 @@ def test_c15_coverage_of_code_run_in_containers(pytester, case):
             return "no"
     """))
     result = run(pytester, case("c15"), "--cov=covmod", "--cov-branch",
-                 "--cov-report=term-missing")
+                 "--cov-report=term-missing", *extra)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["covmod.py * 4 * 1 * 2 * 1 * 67% * 4"])  # only "return no"
     assert "No data was collected" not in result.stdout.str() + result.stderr.str()
+    # the container measured into memory: no data file of its own in the project
+    assert [p.name for p in pytester.path.glob(".coverage.*")] == []
 
 
 def test_c12_limits_breached_read_plainly(pytester, case):
