@@ -433,7 +433,12 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
         env = dict(spec["env"])
         cwd = spec["cwd"]
         with step(f"chdir {cwd}"):
-            os.chdir(cwd)
+            try:
+                os.chdir(cwd)
+            except FileNotFoundError:
+                if spec.get("cwd_explicit", True):
+                    raise
+                os.chdir("/")  # the host's cwd is hidden inside (under /tmp, say)
         import resource
 
         with step("rlimits"):

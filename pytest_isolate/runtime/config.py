@@ -336,7 +336,7 @@ class Config:
     readonly_paths: tuple[str, ...] = DEFAULT_READONLY_PATHS
     network: Literal["none", "host"] = "none"
     env: Mapping[str, str] | None = None
-    cwd: str | None = None
+    cwd: str | None = None  # None: the host's cwd when visible inside, else /
     user: str | int | None = None
     uid_mappings: tuple[IDMap, ...] = ()
     gid_mappings: tuple[IDMap, ...] = ()

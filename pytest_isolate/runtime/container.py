@@ -377,6 +377,7 @@ class Container:
             "target": target,
             "env": env,
             "cwd": self._cwd(process),
+            "cwd_explicit": bool(process.cwd or cfg.cwd),
             "rlimits": list(rlimits.values()),
             "user": user,
             "trusted": process.trusted,

@@ -416,3 +416,13 @@ def test_the_result_channel_total_is_capped(run):
 
     st = run(many, max_result_size=10_000)
     assert "carried more than 10000 bytes" in st.result_error
+
+
+def test_a_hidden_host_cwd_falls_back_to_root_but_an_explicit_one_fails(factory, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.chdir(tmp_path)  # under /tmp: invisible inside
+    with factory.create("cwd") as c:
+        assert c.run(Process(target=os.getcwd)).value == "/"
+    with factory.create("cwd2", Config(cwd=str(tmp_path))) as c, \
+            pytest.raises(SetupError, match="chdir"):
+        c.start(Process(["true"]))
