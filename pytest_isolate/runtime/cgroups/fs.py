@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 from ..units import format_size
 from .errors import CgroupError
@@ -188,3 +189,16 @@ def write_setting(directory: str, filename: str, text: str, setting: str, value:
             f"cgroup limit {shown} was refused ({filename}={text.strip()!r}: "
             f"{os.strerror(err)}): {_hint(setting, err, shown, context)}",
             setting=setting, value=value, path=path, errno=err) from None
+
+
+class PidsFiles:
+    """The pids controller's files, named the same in cgroup v1 and v2."""
+
+    def apply(self, d: str, r: Any) -> None:
+        if r.pids is not None:
+            write_setting(d, "pids.max", str(r.pids), "pids", r.pids)
+
+    def stats(self, d: str, out: dict[str, Any]) -> None:
+        out["pids_current"] = read_int(os.path.join(d, "pids.current"))
+        out["pids_peak"] = read_int(os.path.join(d, "pids.peak"))  # kernels >= 6.1
+        out["pids_limit"] = read_limit(os.path.join(d, "pids.max"))

@@ -34,6 +34,7 @@ from .detect import Hierarchy
 from .errors import CgroupError
 from .fs import (
     DirOps,
+    PidsFiles,
     read,
     read_int,
     read_keyed,
@@ -113,17 +114,8 @@ class Memory(Controller):
         out["oom_kills"] = None if oom is None else oom.get("oom_kill", 0)
 
 
-class Pids(Controller):
-    name = "pids"
-
-    def apply(self, d: str, r: Resources) -> None:
-        if r.pids is not None:
-            write_setting(d, "pids.max", str(r.pids), "pids", r.pids)
-
-    def stats(self, d: str, out: dict[str, Any]) -> None:
-        out["pids_current"] = read_int(os.path.join(d, "pids.current"))
-        out["pids_peak"] = read_int(os.path.join(d, "pids.peak"))  # kernels >= 6.x
-        out["pids_limit"] = read_limit(os.path.join(d, "pids.max"))
+class Pids(PidsFiles, Controller):
+    name: ClassVar[str] = "pids"
 
 
 class Cpu(Controller):
