@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -240,6 +241,12 @@ class Container:
                 os.close(init_w)
             oom = self._oom_kills()
             self._abort()
+            pids = cfg.resources.pids
+            if pids is not None and isinstance(e, SetupError) and (
+                    e.errno == errno.EAGAIN or "Resource temporarily unavailable" in str(e)):
+                raise SetupError("pids limit", f"pids={pids} is below what the container needs "
+                                 "to start (its init and the payload are two processes): "
+                                 "raise the limit") from None
             if oom and isinstance(e, (SetupError, OSError)):
                 from .units import format_size
 
@@ -305,7 +312,7 @@ class Container:
         from .cgroups import CgroupError, CgroupUnavailableError, new_manager
 
         try:
-            mgr = new_manager(self.id, cfg.resources, parent=cfg.cgroup_parent)
+            mgr = new_manager(self._cgroup_name(), cfg.resources, parent=cfg.cgroup_parent)
             mgr.create()
         except CgroupUnavailableError as e:
             if cfg.cgroups == "auto" and not cfg.resources.any():
@@ -314,6 +321,14 @@ class Container:
         except CgroupError as e:
             raise SetupError("cgroups", str(e), e.errno) from None
         return mgr
+
+    def _cgroup_name(self) -> str:
+        """The container's cgroup: its id, plus a tag of the factory root, so that two
+        factories may use the same id at once."""
+        import hashlib
+
+        tag = hashlib.sha256(self.factory.root.encode()).hexdigest()[:8]
+        return f"{self.id}-{tag}"
 
     def _seccomp_bpf(self, caps: frozenset[str]) -> bytes | None:
         spec = self.config.seccomp
@@ -755,7 +770,7 @@ class Container:
         if self._cgroups is None and self._state.cgroup_paths:
             from .cgroups import load_manager
 
-            self._cgroups = load_manager(self.id, self._state.cgroup_paths)
+            self._cgroups = load_manager(self._cgroup_name(), self._state.cgroup_paths)
         return self._cgroups
 
     def stats(self) -> dict[str, Any]:

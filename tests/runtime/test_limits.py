@@ -314,3 +314,21 @@ def _escape_the_cgroup():
 def test_a_container_cannot_move_itself_out_of_its_cgroups(run):
     st = run(_escape_the_cgroup, Config(resources=Resources(memory="64M")))
     assert st.value and set(st.value.values()) == {"EROFS"}, st.value
+
+
+def test_a_pids_limit_too_low_to_start_is_named(factory):
+    c = factory.create("p1", Config(resources=Resources(pids=1)))
+    with pytest.raises(SetupError) as ei:
+        c.start(Process(target=lambda: None))
+    assert ei.value.step == "pids limit" and "pids=1 is below" in str(ei.value)
+    assert factory.list() == []
+
+
+def test_the_same_id_in_two_factories(tmp_path):
+    from pytest_isolate.runtime import Factory
+
+    a, b = Factory(tmp_path / "a"), Factory(tmp_path / "b")
+    with a.create("same") as ca, b.create("same") as cb:
+        ca.start(Process(["sleep", "30"]))
+        cb.start(Process(["sleep", "30"]))
+        assert ca.stats()["pids_current"] == cb.stats()["pids_current"] == 2
