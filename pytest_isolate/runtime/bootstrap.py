@@ -41,6 +41,7 @@ PID namespace, then runs the same payload code.
 from __future__ import annotations
 
 import errno as _errno
+import fcntl
 import json
 import os
 import signal
@@ -54,6 +55,7 @@ from typing import Any, NoReturn
 from . import capabilities, linux
 from .channel import KIND_JSON, KIND_PICKLE, recv_msg, send_msg, write_frame
 from .config import Config, Mount, parse_user
+from .process import MAX_EXTRA_FILES
 
 # Signals the init forwards to the payload. SIGKILL/SIGSTOP cannot be caught, and a
 # SIGKILL of the init ends the whole PID namespace, which is what a kill should do.
@@ -185,7 +187,7 @@ def _init_main(cfg: Config, sock: socket.socket, init_r: int) -> NoReturn:
 
 
 def _receive_process(sock: socket.socket, init_r: int) -> tuple[bytes, list[int]] | None:
-    data, fds, _, _ = socket.recv_fds(sock, 65536, 8)
+    data, fds, _, _ = socket.recv_fds(sock, 65536, 4 + MAX_EXTRA_FILES)
     if not data:
         return None
     msg = json.loads(data)
@@ -422,6 +424,7 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
         for fd in fds[:3]:
             if fd > 2:
                 os.close(fd)
+        result_fd = _place_extra_files(result_fd, fds[4:], inherit=not is_python)
         os.set_inheritable(result_fd, False)
         # The payload, its children and theirs are the OOM killer's first choice
         # inside the container; the init and the bootstrap stay out of its way.
@@ -493,6 +496,23 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
                                "message": f"payload set-up: {type(e).__name__}: {e}"})
     finally:
         os._exit(code)
+
+
+def _place_extra_files(result_fd: int, extra: list[int], inherit: bool) -> int:
+    """Put ``Process(extra_files=...)`` at fds 3, 4, ... in order (as runc does with
+    ExtraFiles), moving the result channel above them. Returns its new number.
+    Inheritable only for an exec'd program: a callable's children do not get them."""
+    if not extra:
+        return result_fd
+    top = 3 + len(extra)
+    moved_result = fcntl.fcntl(result_fd, fcntl.F_DUPFD_CLOEXEC, top)
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, top) for fd in extra]
+    for fd in {result_fd, *extra}:
+        os.close(fd)
+    for index, fd in enumerate(moved):
+        os.dup2(fd, 3 + index, inheritable=inherit)
+        os.close(fd)
+    return moved_result
 
 
 _result_fd: int | None = None

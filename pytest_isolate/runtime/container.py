@@ -452,6 +452,13 @@ class Container:
             run.reader = FrameReader(process.max_result_size or DEFAULT_MAX_FRAME)
             fds.append(w)
             opened.append(w)
+            for fd in process.extra_files:
+                try:
+                    os.fstat(fd)
+                except OSError as e:
+                    raise ProcessError(f"process.extra_files: {fd} is not an open file "
+                                       f"descriptor ({e.strerror})") from None
+                fds.append(fd)
         except BaseException:
             _close_all(opened)
             _close_all(list(run.captures))
@@ -642,7 +649,7 @@ class Container:
         try:
             msg = json.loads(payload)
             t = msg["t"]
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        except (ValueError, TypeError, KeyError, UnicodeDecodeError, RecursionError):
             self._set_result_error(run, "malformed result frame (not a JSON message)")
             return
         if t == "running":
@@ -653,6 +660,8 @@ class Container:
                     run.process.on_message(msg.get("data"))
                 except BaseException as e:  # raised from wait() once the process is reaped
                     run.callback_error = e
+                    if not isinstance(e, Exception):  # Ctrl-C and the like: end it now
+                        self._kill_run(run)
         elif t == "exec-error":
             self._set_result_error(run, str(msg.get("message")))
         elif t in ("value", "exception", "value-error"):

@@ -19,6 +19,7 @@ PIPE = -1
 """Capture the stream on the host; it appears in ``ExitStatus.stdout``/``stderr``."""
 DEVNULL = -3
 """Connect the stream to ``/dev/null``."""
+MAX_EXTRA_FILES = 16
 
 Stdio = int | str | IO[Any] | None
 
@@ -125,6 +126,8 @@ class Process:
     ``on_message`` is called on the host, while it waits, with each piece of data the
     payload sends with :func:`pytest_isolate.runtime.emit` (JSON data, never unpickled).
     ``max_result_size`` caps each frame and the whole result channel (default 256 MiB).
+    ``extra_files``: open file descriptors (or files) of the host that the payload gets
+    as fds 3, 4, ... in order, like runc's ExtraFiles (the caller keeps its own).
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class Process:
         max_result_size: int | None = None,
         max_output: int = 64 * 2**20,
         on_message: Callable[[Any], None] | None = None,
+        extra_files: Sequence[int | IO[Any]] = (),
     ) -> None:
         if (argv is None) == (target is None):
             raise ConfigError("process", argv, "give either an argv list or target=callable")
@@ -167,6 +171,17 @@ class Process:
         for r in rlimits:
             if not isinstance(r, Rlimit):
                 raise ConfigError("process.rlimits", r, "a sequence of Rlimit objects")
+        extra = []
+        for f in extra_files:
+            fd = f if isinstance(f, int) and not isinstance(f, bool) else getattr(
+                f, "fileno", lambda: None)()
+            if not isinstance(fd, int) or fd < 0:
+                raise ConfigError("process.extra_files", f, "open file descriptors or files")
+            extra.append(fd)
+        if len(extra) > MAX_EXTRA_FILES:
+            raise ConfigError("process.extra_files", extra_files,
+                              f"at most {MAX_EXTRA_FILES} descriptors")
+        self.extra_files = tuple(extra)
         self.argv = argv
         self.target = target
         self.args = tuple(args)

@@ -11,6 +11,7 @@ import pytest
 from pytest_isolate.runtime import (
     PIPE,
     Config,
+    ConfigError,
     ContainerError,
     Process,
     ProcessError,
@@ -426,3 +427,71 @@ def test_a_hidden_host_cwd_falls_back_to_root_but_an_explicit_one_fails(factory,
     with factory.create("cwd2", Config(cwd=str(tmp_path))) as c, \
             pytest.raises(SetupError, match="chdir"):
         c.start(Process(["true"]))
+
+
+def _deeply_nested_frame():
+    import os
+    import struct
+
+    body = b'{"t": "value", "value": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    for fd in range(3, 64):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                os.write(fd, struct.pack(">2scxI", b"PI", b"J", len(body)) + body)
+        except OSError:
+            pass
+    os._exit(0)
+
+
+def test_a_frame_nested_too_deep_to_decode_is_an_error_not_a_crash(run):
+    st = run(_deeply_nested_frame, timeout=30)
+    assert "malformed result frame" in st.result_error and st.value is None
+
+
+def test_extra_files_are_fds_3_and_up_for_a_program(run):
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    try:
+        st = run(["sh", "-c", "echo one >&3; echo two >&4"], extra_files=[w1, w2])
+        os.close(w1)
+        os.close(w2)
+        w1 = w2 = -1
+        assert st.exit_code == 0
+        assert os.read(r1, 100) == b"one\n" and os.read(r2, 100) == b"two\n"
+    finally:
+        for fd in (r1, r2, w1, w2):
+            if fd >= 0:
+                os.close(fd)
+
+
+def _read_fd3_and_list_children_fds():
+    import subprocess
+
+    data = os.read(3, 100).decode()
+    # not inherited by a callable's children
+    child = subprocess.run(["sh", "-c", "ls /proc/$$/fd"], capture_output=True, text=True)
+    return [data, sorted(int(x) for x in child.stdout.split())]
+
+
+def test_extra_files_reach_a_callable_but_not_its_children(run):
+    r, w = os.pipe()
+    try:
+        os.write(w, b"hello")
+        os.close(w)
+        w = -1
+        st = run(_read_fd3_and_list_children_fds, extra_files=[r], timeout=30)
+        assert st.ok, st
+        data, child_fds = st.value
+        assert data == "hello"
+        assert child_fds == [0, 1, 2]
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+def test_extra_files_are_checked():
+    with pytest.raises(ConfigError, match="extra_files"):
+        Process(["true"], extra_files=["x"])
+    with pytest.raises(ConfigError, match="at most 16"):
+        Process(["true"], extra_files=list(range(17)))
