@@ -2,5 +2,20 @@
 
 from __future__ import annotations
 
+from .sandbox import (
+    IsolatedCallFailed,
+    IsolatedResult,
+    RunIsolatedError,
+    Usage,
+    UsageSnapshot,
+)
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = [
+    "IsolatedCallFailed",
+    "IsolatedResult",
+    "RunIsolatedError",
+    "Usage",
+    "UsageSnapshot",
+    "__version__",
+]

@@ -74,10 +74,24 @@ def _warning_data(kwargs: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_item(nodeid: str, timeout: float | None) -> str:
-    """Run the item's setup, call and teardown here and send each report home."""
-    global _in_container
+_link: Any = None
+
+
+def link() -> Any:
+    """The test's link to the host (a :class:`pytest_isolate.sandbox.Link`), inside a
+    test's container; None elsewhere."""
+    return _link
+
+
+def run_item(nodeid: str, timeout: float | None, link_fd: int | None = None) -> str:
+    """Run the item's setup, call and teardown here and send each report home.
+    ``link_fd`` is where the host's answers to run_isolated/isolate_usage arrive."""
+    global _in_container, _link
     _in_container = True
+    if link_fd is not None:
+        from .sandbox import Link
+
+        _link = Link(link_fd)
     item = ITEMS[nodeid]
     config = item.config
     # fds 1 and 2 are host-owned files: make them pytest's capture files too

@@ -26,6 +26,7 @@ from .settings import (
 STATE = pytest.StashKey["IsolateState"]()
 OTHER_TIMEOUT = pytest.StashKey[float]()
 SETTINGS_KEY = pytest.StashKey["Settings | SettingError | None"]()
+MARKER_LAYER_KEY = pytest.StashKey["tuple[str, dict[str, Any]]"]()
 
 _MARKER_HELP = (
     "isolated(enabled=True, **settings): run this test in its own container; "
@@ -48,6 +49,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         else:
             group.addoption(f"--isolate-{name}", metavar=name.upper(),
                             help=f"{text} (ini: isolate_{name})")
+    group.addoption("--isolate-stats", nargs="?", const=10, default=None, type=_stats_count,
+                    metavar="N",
+                    help="at the end, list the N isolated tests (default 10; 0 for all) "
+                         "with the highest peak memory and CPU time")
     parser.addini("isolate", "run every test in its own container", type="bool",
                   default=False)
     for name, text in SETTINGS.items():
@@ -55,6 +60,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini("isolate_env", text, type="linelist", default=[])
         else:
             parser.addini(f"isolate_{name}", text, type="string", default=None)
+
+
+def _stats_count(text: str) -> int:
+    import argparse
+
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a count: write --isolate-stats=N (N a number, 0 for all), "
+            "or --isolate-stats after the test paths")
+    return int(text)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -72,6 +87,11 @@ def pytest_configure(config: pytest.Config) -> None:
     except SettingError as e:
         raise pytest.UsageError(str(e)) from None
     config.stash[STATE] = state
+    n = config.getoption("isolate_stats", None)
+    if n is not None:
+        from .stats import UsageStats
+
+        config.pluginmanager.register(UsageStats(n), "isolate-usage-stats")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -130,6 +150,41 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         settings = dataclasses.replace(settings, timeout=other)
     run_isolated(item, nextitem, settings, state)
     return True
+
+
+@pytest.fixture
+def run_isolated(request: pytest.FixtureRequest) -> Any:
+    """``run_isolated(func, *args, memory=..., pids=..., timeout=..., trusted=False,
+    **kwargs)`` runs ``func(*args, **kwargs)`` in a fresh container and returns an
+    :class:`~pytest_isolate.IsolatedResult`. Works in isolated tests and others."""
+    from .sandbox import RunIsolated, RunIsolatedError, execute
+
+    if child.in_container():
+        link = child.link()
+        if link is None:
+            raise RunIsolatedError("run_isolated: this test's container has no link to the "
+                                   "host")
+        return RunIsolated(lambda req: link.ask({"op": "run", **req}))
+    state = request.config.stash.get(STATE, None)
+    if state is None:
+        raise RunIsolatedError("run_isolated: the pytest-isolate plugin is not configured "
+                               "in this process")
+    item = request.node
+    return RunIsolated(lambda req: execute(state, item, req))
+
+
+@pytest.fixture
+def isolate_usage(request: pytest.FixtureRequest) -> Any:
+    """``isolate_usage.snapshot()``: memory, CPU and pids of this isolated test's
+    container now, with its limits."""
+    from .sandbox import IsolateUsage
+
+    link = child.link() if child.in_container() else None
+    if link is None:
+        pytest.fail("isolate_usage needs an isolated test: run with --isolate, or mark the "
+                    "test @pytest.mark.isolated (it reads the test's own container)",
+                    pytrace=False)
+    return IsolateUsage(link.ask)
 
 
 class IsolateState:
@@ -211,8 +266,16 @@ class IsolateState:
                 result = resolve([*self.layers, (origin, kwargs)], self.profiles)
             except SettingError as e:
                 result = e
+            item.stash[MARKER_LAYER_KEY] = (origin, kwargs)
         item.stash[SETTINGS_KEY] = result
         return result
+
+    def layers_for(self, item: pytest.Item) -> list[tuple[str, Mapping[str, Any]]]:
+        """The raw settings layers of an item: the run's, then (for an isolated test)
+        its marker's."""
+        self.settings_for(item)
+        marker = item.stash.get(MARKER_LAYER_KEY, None)
+        return [*self.layers, marker] if marker is not None else list(self.layers)
 
     def warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:

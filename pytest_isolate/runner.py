@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +96,7 @@ def _run(item: pytest.Item, nextitem: pytest.Item | None,
     if box.teardown_failure is not None and not final.failed:
         final = _host_phase(item, "teardown", _fail(box.teardown_failure))
     _annotate(final, box.status)
+    _attach_usage(final, box.status, box.wall_time)
     _log(item, final)
 
 
@@ -113,6 +115,25 @@ def _annotate(report: pytest.TestReport, status: ExitStatus | None) -> None:
         report.user_properties.append(("isolate_oom_kills", n))
 
 
+def _attach_usage(report: pytest.TestReport, status: ExitStatus | None, wall: float) -> None:
+    """The container's usage, on the test's last report: as ``report.isolate_usage``
+    (a dict, for other plugins) and as ``isolate_*`` user properties (junitxml)."""
+    if status is None:
+        return
+    stats = status.stats or {}
+    usage = {
+        "memory_peak": stats.get("memory_peak"),
+        "cpu_time": stats.get("cpu_usage"),
+        "pids_peak": stats.get("pids_peak"),
+        "wall_time": round(wall, 6),
+        "memory_limit": status.memory_limit,
+    }
+    report.isolate_usage = usage  # type: ignore[attr-defined]
+    for name, value in usage.items():
+        if value is not None:
+            report.user_properties.append((f"isolate_{name}", value))
+
+
 class _Box:
     """One test's container and what came back from it."""
 
@@ -125,6 +146,10 @@ class _Box:
         self.status: ExitStatus | None = None
         self.teardown_failure: str | None = None
         self.stop: tuple[str, str, int | None] | None = None  # pytest.exit / Ctrl-C inside
+        self.container: Any = None
+        self.deadline: float | None = None
+        self.wall_time = 0.0
+        self.link_w = -1  # the host's end of the test's link (answers to its requests)
         # host-owned output files of the test: closed in close()
         self.out = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
         self.err = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
@@ -132,6 +157,34 @@ class _Box:
     def close(self) -> None:
         self.out.close()
         self.err.close()
+        if self.link_w >= 0:
+            os.close(self.link_w)
+            self.link_w = -1
+
+    def _answer(self, reply: dict[str, Any]) -> None:
+        """Write one answer to the test's link; a test that stops reading is not
+        waited for beyond its own deadline."""
+        import json
+        import select
+
+        from .runtime.channel import HEADER, KIND_JSON, MAGIC
+
+        body = json.dumps(reply).encode()
+        data = memoryview(HEADER.pack(MAGIC, KIND_JSON, len(body)) + body)
+        while data:
+            wait = None if self.deadline is None else self.deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                return
+            _, ready, _ = select.select([], [self.link_w], [], wait)
+            if not ready:
+                return
+            try:
+                n = os.write(self.link_w, data)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:  # the test is gone
+                return
+            data = data[n:]
 
     # -- messages from the container ---------------------------------------------
 
@@ -186,6 +239,10 @@ class _Box:
                          int(rc) if isinstance(rc, int) else None)
         elif kind == "interrupt":
             self.stop = ("interrupt", "", None)
+        elif kind == "request":  # run_isolated / isolate_usage in the test
+            from .sandbox import serve
+
+            self._answer(serve(self.state, self.item, msg, self.container, self.deadline))
         else:
             raise ValueError(kind)
 
@@ -212,24 +269,41 @@ class _Box:
                                f"{type(cfg).__name__}, not a pytest_isolate.runtime.Config "
                                "(return dataclasses.replace(config, ...) or None)", None)
             return
-        process = Process(target=child.run_item, args=(item.nodeid, settings.timeout),
-                          env=dict(settings.env), stdin=DEVNULL,
-                          stdout=self.out.fileno(), stderr=self.err.fileno(),
-                          timeout=settings.timeout, on_message=self.on_message)
+        link_r, self.link_w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self.link_w, False)
+        try:
+            process = Process(target=child.run_item, args=(item.nodeid, settings.timeout, 3),
+                              env=dict(settings.env), stdin=DEVNULL,
+                              stdout=self.out.fileno(), stderr=self.err.fileno(),
+                              timeout=settings.timeout, on_message=self.on_message,
+                              extra_files=[link_r])
+        except BaseException:
+            os.close(link_r)
+            raise
         child.ITEMS[item.nodeid] = item
         status: ExitStatus | None = None
         failure: str | None = None
         container = None
+        started = time.monotonic()
         try:
             container = self.state.factory.create(self.state.next_id(), cfg)
+            self.container = container
+            if settings.timeout is not None:
+                self.deadline = started + settings.timeout
             container.start(process)
+            os.close(link_r)
+            link_r = -1
             status = container.wait()
         except (IsolateError, ValueError, OSError, OverflowError) as e:
             failure = f"could not run the test in a container: {e}"
         finally:
+            self.wall_time = time.monotonic() - started
+            if link_r >= 0:
+                os.close(link_r)
             child.ITEMS.pop(item.nodeid, None)
             if container is not None:
                 container.destroy()
+            self.container = None
         self.status = status
         if item.config.getoption("capture", "fd") == "no":
             self._echo_output()  # -s: the test's output went to host files; show it now
