@@ -79,13 +79,15 @@ def decode(tree: Any) -> Any:
     have made (a forged or damaged one)."""
     try:
         return _dec(tree, 0)
-    except (TypeError, KeyError, IndexError, RecursionError, binascii.Error) as e:
-        raise ValueError(f"malformed value ({type(e).__name__})") from None
+    except (TypeError, KeyError, IndexError, RecursionError, ValueError, binascii.Error) as e:
+        text = str(e)
+        raise ValueError(text if text.startswith("malformed")
+                         else f"malformed value ({type(e).__name__}: {text[:200]})") from None
 
 
 def _dec(t: Any, depth: int) -> Any:
     if depth > MAX_DEPTH * 2 + 2:
-        raise ValueError("value nested too deep")
+        raise ValueError("malformed value: nested too deep")
     if t is None or isinstance(t, (bool, int, float, str)):
         return t
     if isinstance(t, list):

@@ -23,3 +23,12 @@ def test_runtime_demo_prints_what_a_container_sees():
     assert 'hostname             "demo-box"' in out.stdout
     assert 'pid 1                "isolate-init"' in out.stdout
     assert "after destroy: containers left = []" in out.stdout
+
+
+def test_cookbook_examples_pass_plain_and_under_isolate(pytester):
+    for extra in ([], ["--isolate"]):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-s", *extra,
+                                               str(EXAMPLES / "cookbook"), timeout=300)
+        result.assert_outcomes(passed=10)
+        result.stdout.fnmatch_lines(["*alice: 4/4*", "*bob: 3/4*",
+                                     "*mallory: 0/4 (timed out after 5 s)*"])
