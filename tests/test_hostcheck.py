@@ -40,3 +40,25 @@ def test_sees_a_mount_and_a_cgroup():
         os.rmdir(d)
         os.rmdir(cg)
     assert leftovers(before, os.getpid()) == []
+
+
+def test_cgroups_of_another_running_pytest_are_not_ours():
+    """A cgroup under another live process's ``pytest-isolate-<pid>`` parent is not a
+    leftover of this run; under a dead one's, or our own, it is."""
+    from hostcheck import _another_runs, processes
+
+    procs = processes()
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        procs = processes()
+        base = "/sys/fs/cgroup/pids/pytest-isolate-"
+        assert _another_runs(f"{base}{other.pid}/c1", {os.getpid()}, procs)
+        assert not _another_runs(f"{base}{other.pid}/c1", {os.getpid(), other.pid}, procs)
+        assert not _another_runs(f"{base}{os.getpid()}", {os.getpid()}, procs)
+        assert not _another_runs("/sys/fs/cgroup/pids/pytest-isolate/c1", {os.getpid()}, procs)
+    finally:
+        other.kill()
+        other.wait()
+    dead = other.pid
+    assert not _another_runs(f"/sys/fs/cgroup/pids/pytest-isolate-{dead}", {os.getpid()},
+                             processes())

@@ -141,8 +141,10 @@ def test_the_container_holds_no_host_descriptor(pytester):
             host_things = [t for t in targets.values()
                            if t.startswith(("pipe:", "socket:")) or "pytest-of" in t
                            or t.startswith("/dev/pts")]
-            # the result pipe is the only pipe; no socket, terminal or host file
-            assert sum(t.startswith("pipe:") for t in targets.values()) == 1, targets
+            # the result pipe and the link (fd 3, the host's answers to run_isolated)
+            # are the only pipes; no socket, terminal or host file
+            assert sum(t.startswith("pipe:") for t in targets.values()) == 2, targets
+            assert targets[3].startswith("pipe:")
             assert not [t for t in host_things if not t.startswith("pipe:")], targets
     """))
     run(pytester, "--isolate").assert_outcomes(passed=1)
