@@ -172,9 +172,39 @@ def coverage_lines() -> dict[str, Any]:
 class _ForwardReports:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
+        self.pid = os.getpid()
+
+    def _forked_copy(self) -> None:
+        """A process the test forked that returned into pytest instead of exiting
+        would run the rest of the test's protocol and send reports of its own: it ends
+        here, silently, as soon as it is back in pytest's hands."""
+        if os.getpid() != self.pid:
+            os._exit(0)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Any:
+        try:
+            return (yield)
+        finally:
+            self._forked_copy()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Any:
+        try:
+            return (yield)
+        finally:
+            self._forked_copy()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: Any) -> Any:
+        try:
+            return (yield)
+        finally:
+            self._forked_copy()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._forked_copy()
         data, dropped = serialize_report(self.config, report)
         emit({"kind": "report", "extra": True, "data": data, "dropped": dropped})
 
@@ -186,7 +216,10 @@ def _phase(item: pytest.Item, when: str, only_item: Any) -> None:
     global _last_passed
     emit({"kind": "phase", "when": when})
     kwds = {"nextitem": only_item} if when == "teardown" else {}
+    pid = os.getpid()
     report = internals.call_and_report(item, when, log=False, **kwds)  # type: ignore[arg-type]
+    if os.getpid() != pid:  # a fork of the test that got this far: see _forked_copy
+        os._exit(0)
     _last_passed = report.passed
     data, dropped = serialize_report(item.config, report)
     msg: dict[str, Any] = {"kind": "report", "data": data, "dropped": dropped}

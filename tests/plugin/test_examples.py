@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
@@ -15,6 +17,7 @@ def test_demo_suite_passes_under_isolate(pytester):
     result.assert_outcomes(passed=9)
 
 
+@pytest.mark.host
 def test_runtime_demo_prints_what_a_container_sees():
     out = subprocess.run([sys.executable, str(EXAMPLES / "runtime_demo.py")],
                          capture_output=True, text=True, timeout=120)

@@ -451,3 +451,27 @@ def test_exit_and_interrupt_inside_stop_the_session(pytester, body, ret):
     isolated = run(pytester, "--isolate")
     assert isolated.ret == plain.ret == ret
     assert "ran after the session" not in isolated.stdout.str()
+
+
+def test_a_fork_of_the_test_that_returns_into_pytest_reports_nothing(pytester):
+    pytester.makepyfile(textwrap.dedent("""
+        import os, pytest
+
+        @pytest.fixture
+        def fx():
+            yield
+            if os.environ.get("CHILD"):
+                raise AssertionError("the fork ran the teardown")
+
+        def test_forks(fx):
+            if os.fork() == 0:
+                os.environ["CHILD"] = "1"
+                assert False, "the fork's failure must not be reported"
+            os.wait()
+
+        def test_next():
+            pass
+    """))
+    result = run(pytester, "--isolate", "-v")
+    result.assert_outcomes(passed=2)
+    assert "the fork" not in result.stdout.str()

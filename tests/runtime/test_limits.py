@@ -324,6 +324,7 @@ def test_a_pids_limit_too_low_to_start_is_named(factory):
     assert factory.list() == []
 
 
+@pytest.mark.host
 def test_the_same_id_in_two_factories(tmp_path):
     from pytest_isolate.runtime import Factory
 
