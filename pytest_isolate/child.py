@@ -57,7 +57,20 @@ def serialize_report(config: pytest.Config, report: pytest.TestReport) -> tuple[
             clean[key] = [[str(n), v if _jsonable(v) else repr(v)] for n, v in value]
         else:
             dropped.append(key)
+    if isinstance(clean.get("sections"), list):
+        clean["sections"] = [[title, _cut(text)] for title, text in clean["sections"]]
     return clean, dropped
+
+
+MAX_SECTION = 1 << 20  # characters of one captured-output section sent home
+
+
+def _cut(text: Any) -> Any:
+    """A flood of output keeps its end (where the failure is), with a note."""
+    if not isinstance(text, str) or len(text) <= MAX_SECTION:
+        return text
+    return (f"[... {len(text) - MAX_SECTION} earlier characters of output not shown ...]\n"
+            + text[-MAX_SECTION:])
 
 
 def _warning_data(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ STATE = pytest.StashKey["IsolateState"]()
 OTHER_TIMEOUT = pytest.StashKey[float]()
 SETTINGS_KEY = pytest.StashKey["Settings | SettingError | None"]()
 MARKER_LAYER_KEY = pytest.StashKey["tuple[str, dict[str, Any]]"]()
+SHM_SIZE = 64 * 2**20  # /dev/shm in a test's container, as Docker's default
 
 _MARKER_HELP = (
     "isolated(enabled=True, **settings): run this test in its own container; "
@@ -354,8 +355,15 @@ def _load_profiles(config: pytest.Config) -> dict[str, dict[str, Any]]:
 def settings_to_config(settings: Settings, mounts: list[Any]) -> Any:
     """The runtime Config for one test's settings; ``mounts`` come after the default
     ones (binds of the run's temporary directory and the like)."""
-    from .runtime import DEFAULT_MOUNTS, Config, Resources
+    from .runtime import DEFAULT_MOUNTS, Config, Mount, Resources
 
+    # /tmp and /dev/shm are tmpfs whose pages count against the memory limit; their
+    # size makes filling them an ENOSPC rather than an OOM kill or a full host.
+    shm = SHM_SIZE if settings.memory is None else min(SHM_SIZE, settings.memory)
+    sized = {"/tmp": settings.memory, "/dev/shm": shm}
+    defaults = tuple(Mount(m.destination, "tmpfs", mode=m.mode, size=sized[m.destination])
+                     if m.type == "tmpfs" and m.destination in sized else m
+                     for m in DEFAULT_MOUNTS)
     env = None
     if settings.env_allow is not None:
         env = {k: os.environ[k] for k in settings.env_allow if k in os.environ}
@@ -369,7 +377,7 @@ def settings_to_config(settings: Settings, mounts: list[Any]) -> Any:
         user=settings.user,
         capabilities=settings.capabilities,
         resources=Resources(memory=settings.memory, pids=settings.pids, cpu=settings.cpu),
-        mounts=(*DEFAULT_MOUNTS, *mounts),
+        mounts=(*defaults, *mounts),
         seccomp=settings.seccomp,
         # one parent per pytest process (xdist worker): its creator is the one to remove it
         cgroup_parent=f"pytest-isolate-{os.getpid()}",
