@@ -88,6 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except SettingError as e:
         raise pytest.UsageError(str(e)) from None
     config.stash[STATE] = state
+    _sigterm_interrupts(config)
     n = config.getoption("isolate_stats", None)
     if n is not None:
         from .stats import UsageStats
@@ -99,6 +100,33 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
         state.close()
+    previous = config.stash.get(SIGTERM_KEY, None)
+    if previous is not None:
+        import signal
+
+        signal.signal(signal.SIGTERM, previous)
+
+
+SIGTERM_KEY = pytest.StashKey[Any]()
+
+
+def _sigterm_interrupts(config: pytest.Config) -> None:
+    """``SIGTERM`` (a CI job cancelled, ``timeout``) ends the run as Ctrl-C does:
+    containers destroyed, summary printed, exit status 2. Only where nothing else
+    handles it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one ends it at once
+        raise KeyboardInterrupt("SIGTERM")
+
+    config.stash[SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.hookimpl(trylast=True)
@@ -201,7 +229,8 @@ class IsolateState:
         self._factory: Any = None
         self._counter = 0
         self._warned: set[str] = set()
-        self.workdir = tempfile.mkdtemp(prefix="pytest-isolate-")
+        _remove_dead_workdirs()
+        self.workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
 
     def _option_layers(self) -> list[tuple[str, Mapping[str, Any]]]:
         ini: dict[str, Any] = {}
@@ -315,6 +344,33 @@ class IsolateState:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+WORKDIR_PREFIX = "pytest-isolate-"
+
+
+def _remove_dead_workdirs() -> None:
+    """Work directories of earlier runs whose pytest process was killed (``SIGKILL``
+    gives no chance to clean up): removed by the next run."""
+    import re
+    import shutil
+
+    tmp = tempfile.gettempdir()
+    pattern = re.compile(re.escape(WORKDIR_PREFIX) + r"(\d+)-")
+    try:
+        names = os.listdir(tmp)
+    except OSError:
+        return
+    for name in names:
+        m = pattern.match(name)
+        if m is None or os.path.exists(f"/proc/{m.group(1)}"):
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            if os.stat(path).st_uid == os.geteuid():
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _load_profiles(config: pytest.Config) -> dict[str, dict[str, Any]]:
     """``[tool.pytest-isolate.profiles.NAME]`` tables of the rootdir's pyproject.toml."""
     path = os.path.join(str(config.rootpath), "pyproject.toml")
@@ -349,6 +405,21 @@ def _load_profiles(config: pytest.Config) -> dict[str, dict[str, Any]]:
             values = {**BUILTIN_PROFILES[name], **values}
             values.pop("extends", None)
         out[str(name)] = values
+    if "untrusted" in out:
+        from .settings import looser_than
+
+        builtin = resolve([("", {"profile": "untrusted"})], {})
+        try:
+            adjusted = resolve([("", {"profile": "untrusted"})], out)
+        except SettingError as e:
+            raise pytest.UsageError(f"{path}: {e}") from None
+        dropped = looser_than(builtin, adjusted, limits_may_grow=True)
+        if dropped:
+            raise pytest.UsageError(
+                f"{path}: [tool.pytest-isolate.profiles.untrusted] adjusts the built-in "
+                f"profile but may not drop its protections: {'; '.join(dropped)}. Change "
+                "its limits only, or define a profile of your own name with "
+                "extends = \"untrusted\" (what that loosens is then yours to say).")
     return out
 
 

@@ -258,7 +258,7 @@ class _Box:
 
         item = self.item
         try:
-            cfg = settings_to_config(settings, _mounts(item, settings, self.state.workdir))
+            cfg = settings_to_config(settings, _mounts(item, settings))
         except Exception as e:
             self._report_crash(f"invalid isolation settings: {e}", None)
             return
@@ -399,14 +399,14 @@ def _hidden_homes() -> list[str]:
     return sorted(h for h in homes if h not in ("/", "") and os.path.isdir(h))
 
 
-def _mounts(item: pytest.Item, settings: Settings, workdir: str) -> list[Any]:
+def _mounts(item: pytest.Item, settings: Settings) -> list[Any]:
     """Mounts a test needs on top of the defaults, in order.
 
     ``/tmp`` is private in a container, and ``untrusted`` hides home directories, so
     whatever of the interpreter, the project and ``sys.path`` lives there is bound
     back read-only. The run's base temporary directory (``tmp_path`` lives in it) is
-    bound read-write; a test running as a non-root uid gets a fresh directory of its
-    own there instead, owned by that uid.
+    bound read-write; a test running as a non-root uid gets an empty tmpfs of its own
+    there instead, owned by that uid and sized to its memory limit.
     """
     from .runtime import Mount
 
@@ -432,15 +432,15 @@ def _mounts(item: pytest.Item, settings: Settings, workdir: str) -> list[Any]:
     for p in outermost:  # as writable as the rest of the host root is
         mounts.append(Mount(p, source=p, readonly=settings.readonly))
     if base is not None:
-        source = base
         uid = _uid(settings.user)
         if uid:
-            import tempfile
-
-            source = tempfile.mkdtemp(prefix="isolated-", dir=workdir)
+            # another uid's test gets an empty base temporary directory of its own: a
+            # tmpfs it owns, counted in its memory and gone with its container
             gid = int(str(settings.user).split(":")[1]) if ":" in str(settings.user) else uid
-            os.chown(source, uid, gid)
-        mounts.append(Mount(base, source=source))
+            mounts.append(Mount(base, "tmpfs", size=settings.memory, mode=0o700, uid=uid,
+                                gid=gid))
+        else:
+            mounts.append(Mount(base, source=base))
     return mounts
 
 

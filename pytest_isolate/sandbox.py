@@ -129,25 +129,28 @@ class IsolatedResult:
                 text += f" {format_size(self.usage.memory_limit)}"
             return text + " exceeded (OOM-killed)"
         if self.exception is not None:
-            return f"raised {self.exception}"
+            text = str(self.exception)
+            if len(text) > 1000:
+                text = text[:1000] + f" [... {len(text) - 1000} more characters]"
+            return f"raised {_printable(text, newlines=False)}"
         if self.signal is not None:
             return f"killed by {self.signal}"
         if self.error is not None:
-            return self.error
+            return _printable(self.error, newlines=False)
         return f"returned (exit status {self.exit_code})"
 
     def raise_for_status(self) -> IsolatedResult:
         """Return ``self`` if :attr:`ok`, else raise :class:`IsolatedCallFailed` saying
         how it ended, with the remote traceback and the end of stderr."""
+        __tracebackhide__ = True
         if self.ok:
             return self
         parts = [f"run_isolated({self.name}) {self.describe()}"]
         if self.exception is not None and self.exception.traceback:
             parts.append("traceback inside the container:\n"
-                         + self.exception.traceback.rstrip())
+                         + _printable(self.exception.traceback[-8000:].rstrip()))
         if self.stderr.strip():
-            tail = self.stderr[-2000:]
-            parts.append("stderr (end):\n" + tail.rstrip())
+            parts.append("stderr (end):\n" + _printable(self.stderr[-2000:].rstrip()))
         raise IsolatedCallFailed("\n".join(parts), self)
 
 
@@ -163,6 +166,19 @@ class UsageSnapshot:
     pids_current: int | None
     pids_limit: int | None
     cgroup_version: int | None
+
+
+def _printable(text: str, newlines: bool = True) -> str:
+    """Text from the container, safe to show: control characters (escape sequences,
+    carriage returns, and newlines unless kept) written as escapes."""
+    out = []
+    for ch in text:
+        if (ch == "\n" and newlines) or ch == "\t" or (
+                ch.isprintable() and not 0x80 <= ord(ch) <= 0x9f):
+            out.append(ch)
+        else:
+            out.append(repr(ch)[1:-1])
+    return "".join(out)
 
 
 def _opt(kind: Callable[[Any], Any], v: Any) -> Any:
@@ -197,57 +213,11 @@ def _invoke(blob: bytes, mode: str) -> dict[str, Any]:
 # ------------------------------------------------------------------ the host side
 
 
-def _nested_violations(parent: Settings, child: Settings) -> list[str]:
-    """How ``child`` would be looser than ``parent``; empty when it is not."""
-    from .runtime.capabilities import DOCKER_DEFAULT
-
-    out: list[str] = []
-
-    def origin(name: str) -> str:
-        where = parent.origins.get(name)
-        return f" (from {where})" if where else ""
-
-    for name, fmt in (("memory", _fmt_size), ("pids", str), ("cpu", lambda c: f"{c:g}")):
-        p, c = getattr(parent, name), getattr(child, name)
-        if p is not None and (c is None or c > p):
-            out.append(f"{name}={'none' if c is None else fmt(c)} is more than the test's "
-                       f"{name}={fmt(p)}{origin(name)}")
-    if parent.network == "none" and child.network != "none":
-        out.append(f"network={child.network!r}: the test has network='none'{origin('network')}")
-    if not (child.seccomp == parent.seccomp or parent.seccomp == "unconfined"
-            or (parent.seccomp == "default" and child.seccomp == "strict")):
-        out.append(f"seccomp={child.seccomp!r} is not as strict as the test's "
-                   f"seccomp={parent.seccomp!r}{origin('seccomp')}")
-    if parent.readonly and not child.readonly:
-        out.append(f"readonly=False: the test has a read-only root{origin('readonly')}")
-    pcaps = set(DOCKER_DEFAULT if parent.capabilities is None else parent.capabilities)
-    ccaps = set(DOCKER_DEFAULT if child.capabilities is None else child.capabilities)
-    if ccaps - pcaps:
-        out.append(f"capabilities {', '.join(sorted(ccaps - pcaps))} are more than the "
-                   f"test keeps{origin('capabilities')}")
-    if parent.user is not None and child.user != parent.user:
-        out.append(f"user={child.user!r}: the test runs as user {parent.user!r}"
-                   f"{origin('user')}")
-    if parent.env_allow is not None and (child.env_allow is None
-                                         or set(child.env_allow) - set(parent.env_allow)):
-        out.append("the host environment the test does not get (env_allow"
-                   f"{origin('env_allow')})")
-    if parent.hide_home and not child.hide_home:
-        out.append(f"home directories the test does not see (hide_home{origin('hide_home')})")
-    return out
-
-
-def _fmt_size(n: int) -> str:
-    from .runtime.units import format_size
-
-    return format_size(n)
-
-
 def resolve_call_settings(state: IsolateState, item: pytest.Item,
                           overrides: Mapping[str, Any]) -> Settings:
     """The settings of one call: the run's (and, for an isolated test, its marker's)
     with the call's keywords on top; inside an isolated test, never looser."""
-    from .settings import SettingError, Settings, resolve
+    from .settings import SettingError, Settings, looser_than, resolve
 
     name = getattr(item, "name", "?")
     origin = f"run_isolated() in {item.nodeid}"
@@ -258,7 +228,10 @@ def resolve_call_settings(state: IsolateState, item: pytest.Item,
     except SettingError as e:
         raise RunIsolatedError(str(e)) from None
     if isinstance(parent, Settings):
-        bad = _nested_violations(parent, settings)
+        # a call's timeout is cut to the test's anyway: only the rest is checked
+        checked = settings if settings.timeout is not None else dataclasses.replace(
+            settings, timeout=parent.timeout)
+        bad = looser_than(parent, checked)
         if bad:
             raise RunIsolatedError(
                 f"run_isolated() in the isolated test {name} cannot be looser than the "
@@ -285,15 +258,18 @@ def execute(state: IsolateState, item: pytest.Item, request: Mapping[str, Any],
         if timeout is None or timeout > left:
             timeout = left
     try:
-        cfg = settings_to_config(settings, _mounts(item, settings, state.workdir))
+        cfg = settings_to_config(settings, _mounts(item, settings))
         cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
         if not isinstance(cfg, Config):
             raise RunIsolatedError("the pytest_isolate_config hook returned "
                                    f"{type(cfg).__name__}, not a Config")
+        fresh = request.get("fresh")
+        if fresh is None:  # code nobody vouches for must not see the caller's memory
+            fresh = settings.hide_home
         process = Process(target=_invoke, args=(request["blob"], request["mode"]),
                           env=dict(settings.env), stdin=DEVNULL, stdout=PIPE, stderr=PIPE,
                           timeout=timeout, max_output=int(request["max_output"]),
-                          max_result_size=MAX_ANSWER // 2)
+                          max_result_size=MAX_ANSWER // 2, fresh=bool(fresh))
     except (IsolateError, ValueError, OSError) as e:
         raise RunIsolatedError(f"run_isolated(): {e}") from None
     container = None
@@ -363,7 +339,7 @@ class RunIsolated:
                  readonly: Any = _UNSET, hostname: Any = _UNSET, env: Any = _UNSET,
                  capabilities: Any = _UNSET, user: Any = _UNSET, profile: Any = _UNSET,
                  trusted: bool = False, max_output: int = DEFAULT_MAX_OUTPUT,
-                 **kwargs: Any) -> IsolatedResult:
+                 fresh: bool | None = None, **kwargs: Any) -> IsolatedResult:
         import cloudpickle
 
         if not callable(func):
@@ -371,6 +347,9 @@ class RunIsolated:
                                    f"{type(func).__name__}")
         if not isinstance(trusted, bool):
             raise RunIsolatedError(f"run_isolated(trusted={trusted!r}): True or False")
+        if fresh is not None and not isinstance(fresh, bool):
+            raise RunIsolatedError(f"run_isolated(fresh={fresh!r}): True, False or None "
+                                   "(None: fresh under a profile that hides home directories)")
         if isinstance(max_output, bool) or not isinstance(max_output, int) or not (
                 0 <= max_output <= 64 * 2**20):
             raise RunIsolatedError(f"run_isolated(max_output={max_output!r}): a byte count "
@@ -387,7 +366,7 @@ class RunIsolated:
                                    f"cannot be shipped into a container: "
                                    f"{type(e).__name__}: {e}") from None
         request = {"blob": blob, "mode": "pickle" if trusted else "json",
-                   "settings": overrides, "max_output": max_output}
+                   "settings": overrides, "max_output": max_output, "fresh": fresh}
         answer = self._transport(request)
         return _result(name, answer, trusted)
 
@@ -518,8 +497,9 @@ def serve(state: IsolateState, item: pytest.Item, msg: Mapping[str, Any],
         mo = msg.get("max_output", DEFAULT_MAX_OUTPUT)
         max_output = mo if isinstance(mo, int) and 0 <= mo <= 64 * 2**20 \
             else DEFAULT_MAX_OUTPUT
+        fresh = msg.get("fresh") if msg.get("fresh") in (True, False, None) else None
         answer = execute(state, item, {"blob": blob, "mode": mode, "settings": settings,
-                                       "max_output": max_output}, deadline)
+                                       "max_output": max_output, "fresh": fresh}, deadline)
         return {"id": rid, "answer": answer}
     except RunIsolatedError as e:
         return {"id": rid, "raise": str(e)}

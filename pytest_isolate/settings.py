@@ -264,3 +264,58 @@ def resolve(
             origins[name] = origin
     merged["env"] = MappingProxyType(merged.get("env", {}))
     return Settings(profile=profile_name, origins=MappingProxyType(origins), **merged)
+
+
+def looser_than(base: Settings, other: Settings, *, limits_may_grow: bool = False) -> list[str]:
+    """How ``other`` would be looser than ``base``, in words; empty when it is not.
+
+    Security layers must be kept or tightened: network, seccomp (the same, ``default``
+    -> ``strict``, or anything when ``base`` is ``unconfined``), read-only root,
+    capabilities (a subset), user, environment allow-list and hidden homes. Limits
+    (memory, pids, cpu, timeout) must be at most ``base``'s, or with
+    ``limits_may_grow`` merely finite where ``base``'s are.
+    """
+    from .runtime.capabilities import DOCKER_DEFAULT
+    from .runtime.units import format_size
+
+    out: list[str] = []
+
+    def origin(name: str) -> str:
+        where = base.origins.get(name)
+        return f" (from {where})" if where else ""
+
+    def fmt(name: str, v: Any) -> str:
+        if v is None:
+            return "none"
+        return format_size(v) if name == "memory" else f"{v:g}"
+
+    for name in ("memory", "pids", "cpu", "timeout"):
+        b, o = getattr(base, name), getattr(other, name)
+        if b is None:
+            continue
+        if o is None:
+            out.append(f"{name}=none removes the {name} limit {fmt(name, b)}{origin(name)}")
+        elif o > b and not limits_may_grow and name != "timeout":
+            out.append(f"{name}={fmt(name, o)} is more than the test's "
+                       f"{name}={fmt(name, b)}{origin(name)}")
+    if base.network == "none" and other.network != "none":
+        out.append(f"network={other.network!r} where network='none'{origin('network')}")
+    if not (other.seccomp == base.seccomp or base.seccomp == "unconfined"
+            or (base.seccomp == "default" and other.seccomp == "strict")):
+        out.append(f"seccomp={other.seccomp!r} is not as strict as "
+                   f"seccomp={base.seccomp!r}{origin('seccomp')}")
+    if base.readonly and not other.readonly:
+        out.append(f"readonly=False where the root is read-only{origin('readonly')}")
+    bcaps = set(DOCKER_DEFAULT if base.capabilities is None else base.capabilities)
+    ocaps = set(DOCKER_DEFAULT if other.capabilities is None else other.capabilities)
+    if ocaps - bcaps:
+        out.append(f"capabilities {', '.join(sorted(ocaps - bcaps))} beyond "
+                   f"{', '.join(sorted(bcaps)) or 'none'}{origin('capabilities')}")
+    if base.user is not None and other.user != base.user:
+        out.append(f"user={other.user!r} where the user is {base.user!r}{origin('user')}")
+    if base.env_allow is not None and (other.env_allow is None
+                                       or set(other.env_allow) - set(base.env_allow)):
+        out.append(f"more of the host environment than the allow-list{origin('env_allow')}")
+    if base.hide_home and not other.hide_home:
+        out.append(f"home directories shown where they are hidden{origin('hide_home')}")
+    return out

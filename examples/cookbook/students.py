@@ -1,4 +1,4 @@
-"""Three "student" submissions for a sorting exercise (examples/cookbook/test_grading.py).
+"""Four "student" submissions for a sorting exercise (examples/cookbook/test_grading.py).
 Imagine these arrived as uploads: nothing here is trusted."""
 
 
@@ -31,3 +31,15 @@ def mallory_sort(items):  # hostile
             os.fork()
         except OSError:
             pass
+
+
+class _AlwaysEqual(list):
+    def __eq__(self, other):
+        return True
+
+
+def eve_sort(items):  # forges: an object equal to anything, and a patched sorted()
+    import builtins
+
+    builtins.sorted = lambda seq: _AlwaysEqual()
+    return _AlwaysEqual()

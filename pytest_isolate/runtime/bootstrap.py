@@ -327,6 +327,10 @@ def do_mount(m: Mount, dest: str, source_fd: int | None = None) -> None:
         opts.append(f"mode={m.mode:o}")
     if m.size is not None:
         opts.append(f"size={m.size}")
+    if m.uid is not None:
+        opts.append(f"uid={m.uid}")
+    if m.gid is not None:
+        opts.append(f"gid={m.gid}")
     linux.mount("tmpfs", dest, "tmpfs", flags, ",".join(opts) or None)
     _own_devices.add(os.stat(dest).st_dev)
 
@@ -434,6 +438,15 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
         except OSError:
             pass
         env = dict(spec["env"])
+        fresh = spec.get("fresh")
+        if is_python and fresh:
+            # the call goes to a new interpreter: the pickled call in a memfd it
+            # inherits, made now while every system call is still allowed
+            call_fd = os.memfd_create("isolate-call", 0)
+            _write_all(call_fd, spec["target"])
+            os.lseek(call_fd, 0, os.SEEK_SET)
+            os.set_inheritable(result_fd, True)
+            env[FRESH_ENV] = f"{call_fd},{result_fd},{int(bool(spec.get('trusted')))}"
         cwd = spec["cwd"]
         with step(f"chdir {cwd}"):
             try:
@@ -485,6 +498,9 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
                 _send_json(result_fd, {"t": "exec-error", "errno": e.errno,
                                        "message": f"{argv[0]}: {e.strerror}"})
                 os._exit(127)
+        if fresh:
+            executable, path = fresh
+            os.execve(executable, [executable, "-c", FRESH_CODE, json.dumps(path)], env)
         os.environ.clear()
         os.environ.update(env)
         code = _call(spec, result_fd)
@@ -513,6 +529,35 @@ def _place_extra_files(result_fd: int, extra: list[int], inherit: bool) -> int:
         os.dup2(fd, 3 + index, inheritable=inherit)
         os.close(fd)
     return moved_result
+
+
+FRESH_ENV = "PYTEST_ISOLATE_FRESH_CALL"
+FRESH_CODE = ("import sys, json; sys.path[:] = json.loads(sys.argv.pop(1)); "
+              "from pytest_isolate.runtime.bootstrap import fresh_main; fresh_main()")
+
+
+def fresh_main() -> NoReturn:
+    """The new interpreter of a ``Process(fresh=True)``: read the call, make it."""
+    call_fd, result_fd, trusted = (int(x) for x in os.environ.pop(FRESH_ENV).split(","))
+    code = 127
+    try:
+        os.set_inheritable(result_fd, False)
+        chunks = []
+        while True:
+            chunk = os.read(call_fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(call_fd)
+        code = _call({"target": b"".join(chunks), "trusted": bool(trusted)}, result_fd)
+    finally:
+        os._exit(code)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 _result_fd: int | None = None
@@ -545,10 +590,29 @@ def _exception_data(e: BaseException) -> dict[str, Any]:
     except BaseException:
         message = "<str() of the exception failed>"
     try:
-        tb = "".join(traceback.format_exception(t, e, e.__traceback__))
+        # the frames of this package that lead to the user's code are not theirs
+        start = e.__traceback__
+        while start is not None and start.tb_next is not None and \
+                start.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            start = start.tb_next
+        tb = "".join(traceback.format_exception(t, e, start))
     except BaseException:
         tb = ""
-    return {"t": "exception", "type": name, "message": message, "traceback": tb}
+    return {"t": "exception", "type": name[:MAX_TYPE], "message": _cut(message, MAX_MESSAGE),
+            "traceback": _cut(tb, MAX_TRACEBACK, keep_end=True)}
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+MAX_TYPE = 200
+MAX_MESSAGE = 64 * 1024
+MAX_TRACEBACK = 256 * 1024
+
+
+def _cut(text: str, limit: int, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    note = f"[... {len(text) - limit} characters cut ...]"
+    return f"{note}\n{text[-limit:]}" if keep_end else f"{text[:limit]}\n{note}"
 
 
 def _fresh_std_streams() -> None:

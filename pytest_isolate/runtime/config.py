@@ -113,8 +113,9 @@ class Mount:
     """A mount made inside the container, in order, after the root is in place.
 
     ``bind``: ``source`` (a host path) at ``destination``; ``tmpfs`` with an optional
-    ``size`` ("64M") and ``mode``; ``proc``: a new procfs of the container's PID namespace;
-    ``sysfs``: a new sysfs, which shows the container's network devices only.
+    ``size`` ("64M"), ``mode`` and owner (``uid``, ``gid``); ``proc``: a new procfs of
+    the container's PID namespace; ``sysfs``: a new sysfs, which shows the container's
+    network devices only.
     """
 
     destination: str
@@ -124,6 +125,8 @@ class Mount:
     size: int | str | None = None
     mode: int | None = None
     recursive: bool = True
+    uid: int | None = None
+    gid: int | None = None
 
     def __post_init__(self) -> None:
         _set(self, "destination", _abs_path("mounts.destination", self.destination))
@@ -150,6 +153,17 @@ class Mount:
                                       or not 0 <= self.mode <= 0o7777):
             raise ConfigError(f"mounts[{self.destination}].mode", self.mode,
                               "an octal permission like 0o1777")
+        for name in ("uid", "gid"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if self.type != "tmpfs":
+                raise ConfigError(f"mounts[{self.destination}].{name}", value,
+                                  "only a tmpfs mount has an owner")
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    not 0 <= value <= 2**32 - 2:
+                raise ConfigError(f"mounts[{self.destination}].{name}", value,
+                                  "a number from 0 to 4294967294")
 
 
 DEFAULT_MOUNTS: tuple[Mount, ...] = (

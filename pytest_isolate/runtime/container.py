@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import linux
-from .bootstrap import NS_FILES, bootstrap_main, exec_main
+from .bootstrap import (
+    MAX_MESSAGE,
+    MAX_TRACEBACK,
+    MAX_TYPE,
+    NS_FILES,
+    _cut,
+    bootstrap_main,
+    exec_main,
+)
 from .capabilities import CapabilitySets, current
 from .channel import (
     DEFAULT_MAX_FRAME,
@@ -396,6 +404,7 @@ class Container:
             "rlimits": list(rlimits.values()),
             "user": user,
             "trusted": process.trusted,
+            "fresh": [sys.executable, list(sys.path)] if process.fresh else None,
         }
         data: bytes = cloudpickle.dumps(spec)
         return data
@@ -674,8 +683,10 @@ class Container:
             elif t == "value-error":
                 self._set_result_error(run, str(msg.get("message")))
             else:
-                run.exception = RemoteException(str(msg.get("type")), str(msg.get("message")),
-                                                str(msg.get("traceback", "")))
+                run.exception = RemoteException(
+                    _cut(str(msg.get("type")), MAX_TYPE),
+                    _cut(str(msg.get("message")), MAX_MESSAGE),
+                    _cut(str(msg.get("traceback", "")), MAX_TRACEBACK, keep_end=True))
         else:
             self._set_result_error(run, f"unknown result message {str(t)[:40]!r}")
 

@@ -128,6 +128,10 @@ class Process:
     ``max_result_size`` caps each frame and the whole result channel (default 256 MiB).
     ``extra_files``: open file descriptors (or files) of the host that the payload gets
     as fds 3, 4, ... in order, like runc's ExtraFiles (the caller keeps its own).
+    ``fresh=True`` calls the target in a new interpreter (the host's ``sys.executable``
+    and ``sys.path``) exec'd in the container, instead of in a fork of the calling
+    process: the callable cannot read what the caller holds in memory. Modules the
+    callable and its arguments refer to by name are imported anew there.
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class Process:
         max_output: int = 64 * 2**20,
         on_message: Callable[[Any], None] | None = None,
         extra_files: Sequence[int | IO[Any]] = (),
+        fresh: bool = False,
     ) -> None:
         if (argv is None) == (target is None):
             raise ConfigError("process", argv, "give either an argv list or target=callable")
@@ -182,6 +187,9 @@ class Process:
             raise ConfigError("process.extra_files", extra_files,
                               f"at most {MAX_EXTRA_FILES} descriptors")
         self.extra_files = tuple(extra)
+        if fresh and target is None:
+            raise ConfigError("process.fresh", fresh, "fresh=True is for a target callable")
+        self.fresh = bool(fresh)
         self.argv = argv
         self.target = target
         self.args = tuple(args)

@@ -19,12 +19,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         return
     tr = terminalreporter
     tr.write_sep("=", "containment battery")
-    tr.write_line(f"{'item':<12} {'tests':>5} {'contained':>9} {'host unchanged':>14} "
+    tr.write_line(f"{'item':<16} {'tests':>5} {'contained':>9} {'host unchanged':>14} "
                   f"{'pytest exit':>11} {'pytest peak RSS':>15} {'time':>7}")
     for f in sorted(_FIGURES, key=lambda f: f["item"]):
-        tr.write_line(f"{f['item']:<12} {f['tests']:>5} {f['contained']:>9} "
+        rss, secs = f["peak_rss_mib"], f["seconds"]
+        tr.write_line(f"{f['item']:<16} {f['tests']:>5} {f['contained']:>9} "
                       f"{'yes' if f['host_ok'] else 'NO':>14} {f['exit']:>11} "
-                      f"{f['peak_rss_mib']:>11.0f} MiB {f['seconds']:>6.1f}s")
+                      f"{'-' if rss != rss else f'{rss:.0f} MiB':>15} "
+                      f"{'-' if secs != secs else f'{secs:.1f}s':>7}")
     total = sum(f["tests"] for f in _FIGURES)
     contained = sum(f["contained"] for f in _FIGURES)
     hosts = sum(1 for f in _FIGURES if f["host_ok"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -163,3 +164,89 @@ def test_item_is_contained(name, tmp_path_factory, secret_file, battery_figures)
     assert run.exit_status == expected_status, run.output[-3000:]
     assert "INTERNALERROR" not in run.output
     assert not run.host_problems, run.host_problems
+
+
+# ----------------------------------------------------------- the pytest process itself
+
+SLEEPERS = """
+import subprocess, time, pytest
+
+@pytest.mark.parametrize("n", range(3))
+def test_sleeps(n):
+    subprocess.Popen(["sleep", "300"])  # a child of its own, too
+    time.sleep(300)
+"""
+
+
+def _start_sleepers(workdir: Path) -> subprocess.Popen[bytes]:
+    (workdir / "test_sleepers.py").write_text(SLEEPERS)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--isolate", "-q",
+         "test_sleepers.py"], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_for_payload(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    from hostcheck import descendants, processes
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        procs = processes()
+        if any(procs[p][1] == "sleep" for p in descendants(proc.pid, procs) if p in procs):
+            return
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("no test started in time")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupting_the_run_ends_it_cleanly(tmp_path, sig, battery_figures):
+    import signal
+
+    before = Snapshot.take()
+    proc = _start_sleepers(tmp_path)
+    _wait_for_payload(proc)
+    proc.send_signal(getattr(signal, sig))
+    out, _ = proc.communicate(timeout=60)
+    text = out.decode()
+    problems = leftovers(before, os.getpid(), wait=5.0)
+    battery_figures.append({"item": f"pytest {sig}", "tests": 1,
+                            "contained": int(proc.returncode == 2 and not problems),
+                            "host_ok": not problems, "exit": proc.returncode,
+                            "peak_rss_mib": float("nan"), "seconds": float("nan")})
+    assert proc.returncode == 2, text  # pytest's "interrupted"
+    assert "KeyboardInterrupt" in text, text
+    assert re.search(r"(no tests ran|\d+ \w+).* in [\d.]+s\s*$", text), text  # summary
+    assert not problems, problems
+
+
+def test_pytest_killed_mid_run_leaves_no_process_and_the_next_run_collects(
+        tmp_path, battery_figures):
+    before = Snapshot.take()
+    proc = _start_sleepers(tmp_path)
+    _wait_for_payload(proc)
+    pid = proc.pid
+    proc.kill()  # SIGKILL: no clean-up of any kind in the pytest process
+    proc.communicate(timeout=60)
+    problems = leftovers(before, os.getpid(), wait=5.0)
+    # the containers died with it (their processes have a parent-death signal)
+    assert not [p for p in problems if p.startswith("process")], problems
+    state_left = [p for p in os.listdir("/run/pytest-isolate")
+                  if p.startswith(f"pytest-{pid}-")] if os.path.isdir(
+                      "/run/pytest-isolate") else []
+    workdir_left = [n for n in os.listdir("/tmp") if n.startswith(f"pytest-isolate-{pid}-")]
+    assert state_left or workdir_left or problems  # there was something to collect
+    # the next run collects what the killed one left
+    (tmp_path / "test_sleepers.py").write_text("import pytest\n\n"
+                                               "@pytest.mark.isolated\n"
+                                               "def test_ok():\n    pass\n")
+    nxt = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                          "test_sleepers.py"], cwd=tmp_path, capture_output=True, timeout=120)
+    assert nxt.returncode == 0, nxt.stdout.decode()
+    after = leftovers(before, os.getpid(), wait=5.0)
+    left_tmp = [n for n in os.listdir("/tmp") if n.startswith(f"pytest-isolate-{pid}-")]
+    battery_figures.append({"item": "pytest SIGKILL", "tests": 1,
+                            "contained": int(not after and not left_tmp),
+                            "host_ok": not after and not left_tmp, "exit": -9,
+                            "peak_rss_mib": float("nan"), "seconds": float("nan")})
+    assert not after, after
+    assert not left_tmp, left_tmp

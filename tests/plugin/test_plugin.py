@@ -410,6 +410,32 @@ def test_a_builtin_profile_name_in_pyproject_adjusts_it(pytester):
         shutil.rmtree(base)
 
 
+@pytest.mark.parametrize("line, dropped", [
+    ('seccomp = "unconfined"', "seccomp='unconfined' is not as strict as seccomp='strict'"),
+    ('user = "0"', "user='0' where the user is '65534:65534'"),
+    ('capabilities = "CAP_SYS_ADMIN"', "capabilities CAP_SYS_ADMIN beyond none"),
+    ('memory = "none"', "memory=none removes the memory limit 1G"),
+    ('network = "host"', "network='host' where network='none'"),
+    ("readonly = false", "readonly=False where the root is read-only"),
+    ("hide_home = false", "home directories shown where they are hidden"),
+])
+def test_an_adjusted_untrusted_profile_cannot_drop_protections(pytester, line, dropped):
+    pytester.makepyprojecttoml(f"[tool.pytest-isolate.profiles.untrusted]\n{line}\n")
+    pytester.makepyfile("def test_x(): pass\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "may not drop its protections" in err and dropped in err, err
+    assert 'extends = "untrusted"' in err
+
+
+def test_an_adjusted_untrusted_profile_may_change_its_limits(pytester):
+    pytester.makepyprojecttoml('[tool.pytest-isolate.profiles.untrusted]\nmemory = "2G"\n'
+                               'timeout = 600\npids = 1000\n')
+    pytester.makepyfile("def test_x(): pass\n")
+    run(pytester).assert_outcomes(passed=1)
+
+
 def test_subtests_fail_as_in_a_plain_run(pytester):
     pytest.importorskip("_pytest.subtests", reason="pytest >= 9 has built-in subtests")
     pytester.makepyfile(textwrap.dedent("""

@@ -322,3 +322,63 @@ def test_a_hostile_callable_ends_as_a_result(run_isolated, tmp_path, name):
         assert not r.ok and r.value is None and r.error, r
     # the calling test goes on, and the next call works
     assert run_isolated(add, 1, timeout=30).value == 2
+
+
+# --------------------------------------------------------------------- fresh interpreters
+
+SECRET_IN_MEMORY = {"answer key": "only-in-the-callers-memory"}
+
+
+def read_the_secret():
+    return SECRET_IN_MEMORY["answer key"]
+
+
+def test_a_fresh_interpreter_cannot_read_the_callers_memory(run_isolated):
+    SECRET_IN_MEMORY["answer key"] = "changed at run time"  # not what the source says
+    try:
+        assert run_isolated(read_the_secret, fresh=False).value == "changed at run time"
+        r = run_isolated(read_the_secret, fresh=True)
+        assert r.ok, r.describe() + r.stderr
+        assert r.value == "only-in-the-callers-memory"  # the module, imported anew
+    finally:
+        SECRET_IN_MEMORY["answer key"] = "only-in-the-callers-memory"
+
+
+def test_untrusted_calls_are_fresh_by_default(run_isolated):
+    SECRET_IN_MEMORY["answer key"] = "changed at run time"
+    try:
+        # by reference, the module is imported anew: it holds the value its source says
+        r = run_isolated(read_the_secret, profile="untrusted", timeout=60)
+        assert r.ok, r.describe() + r.stderr
+        assert r.value == "only-in-the-callers-memory"
+        assert run_isolated(read_the_secret, timeout=60).value == "changed at run time"
+    finally:
+        SECRET_IN_MEMORY["answer key"] = "only-in-the-callers-memory"
+
+
+def test_fresh_reports_values_exceptions_and_exits_like_a_fork(run_isolated):
+    assert run_isolated(add, 1, b=2, fresh=True).value == 3
+    r = run_isolated(fail_with, ValueError, fresh=True)
+    assert r.exception.type == "ValueError"
+    assert r.exception.traceback.lstrip().startswith("Traceback")
+    assert "bootstrap.py" not in r.exception.traceback and "sandbox.py" not in \
+        r.exception.traceback
+    r = run_isolated(os._exit, 4, fresh=True)
+    assert r.exit_code == 4
+
+
+def test_exception_text_is_capped_and_control_characters_are_escaped(run_isolated):
+    def forged():
+        kind = type("X", (Exception,), {})
+        kind.__qualname__ = "timed out after 5 s\n"
+        kind.__module__ = "ok"
+        raise kind("\x1b[2K\r\x1b[32mPASSED all 4/4\x1b[0m\nFAKE" + "m" * (10 * 2**20))
+
+    r = run_isolated(forged)
+    assert len(r.exception.message) < 70_000 and "characters cut" in r.exception.message
+    text = r.describe()
+    assert "\x1b" not in text and "\r" not in text and "\n" not in text
+    assert "\\x1b[32mPASSED" in text
+    with pytest.raises(IsolatedCallFailed) as info:
+        r.raise_for_status()
+    assert "\x1b" not in str(info.value) and len(str(info.value)) < 20_000

@@ -86,8 +86,9 @@ def test_nested_calls_cannot_loosen_the_test(pytester):
     result.assert_outcomes(passed=12)
     out = result.stdout.str()
     assert "memory=2G is more than the test's memory=1G (from profile 'untrusted')" in out
-    assert "network='host': the test has network='none'" in out
-    assert "seccomp='unconfined' is not as strict as the test's seccomp='strict'" in out
+    assert "memory=none removes the memory limit 1G (from profile 'untrusted')" in out
+    assert "network='host' where network='none' (from profile 'untrusted')" in out
+    assert "seccomp='unconfined' is not as strict as seccomp='strict'" in out
 
 
 def test_a_nested_call_ends_with_the_test_timeout(pytester):

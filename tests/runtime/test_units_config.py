@@ -146,3 +146,13 @@ def test_more_bad_values_are_config_errors():
         Mount("/", "tmpfs")
     with pytest.raises(ConfigError, match="memory="):
         Resources(memory="99999999999999999999G")
+
+
+def test_tmpfs_owner_is_checked():
+    from pytest_isolate.runtime import ConfigError, Mount
+
+    assert Mount("/x", "tmpfs", uid=1000, gid=1000).uid == 1000
+    with pytest.raises(ConfigError, match="only a tmpfs mount has an owner"):
+        Mount("/x", source="/y", uid=1)
+    with pytest.raises(ConfigError, match="mounts\\[/x\\].gid"):
+        Mount("/x", "tmpfs", gid=-1)

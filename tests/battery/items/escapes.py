@@ -25,6 +25,9 @@ EXPECT = {
     "test_only_loopback_is_reachable": ("passed", ""),
     "test_chroot_is_refused": ("passed", ""),
     "test_host_hostname_and_clock_cannot_change": ("passed", ""),
+    # tmp_path is a tmpfs counted in the memory limit: the limit ends the attempt
+    "test_cannot_fill_the_host_disk_through_tmp_path": ("failed",
+                                                        "memory limit 256M exceeded"),
 }
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -139,3 +142,11 @@ def test_host_hostname_and_clock_cannot_change():
     ts = (ctypes.c_long * 2)(0, 0)
     assert refused(libc.clock_settime(0, ts))
     assert refused(libc.settimeofday(ts, None))
+
+
+@pytest.mark.isolated(memory="256M")
+def test_cannot_fill_the_host_disk_through_tmp_path(tmp_path):
+    chunk = b"\x03" * 2**20
+    with open(tmp_path / "big", "wb") as f:
+        for _ in range(4096):  # 4 GiB, were it the host's disk
+            f.write(chunk)
