@@ -32,7 +32,7 @@ def grade(run_isolated, sort):
     outputs = result.value
     if not isinstance(outputs, list) or len(outputs) != len(CASES):
         return f"0/{len(CASES)} (malformed output)"
-    right = sum(out == sorted(case) for out, case in zip(outputs, CASES))
+    right = sum(out == sorted(case) for out, case in zip(outputs, CASES, strict=True))
     return f"{right}/{len(CASES)}"
 
 
