@@ -186,20 +186,28 @@ def run_isolated(request: pytest.FixtureRequest) -> Any:
     """``run_isolated(func, *args, memory=..., pids=..., timeout=..., trusted=False,
     **kwargs)`` runs ``func(*args, **kwargs)`` in a fresh container and returns an
     :class:`~pytest_isolate.IsolatedResult`. Works in isolated tests and others."""
-    from .sandbox import RunIsolated, RunIsolatedError, execute
+    from .sandbox import RunIsolated, RunIsolatedError, execute, resolve_call_settings
+
+    state = request.config.stash.get(STATE, None)  # in a container: the host's, as forked
+    if state is None:
+        raise RunIsolatedError("run_isolated: the pytest-isolate plugin is not configured "
+                               "in this process")
+    item = request.node
+
+    def decide_fresh(overrides: dict[str, Any]) -> bool:
+        """fresh=None: fresh when the call's settings hide home directories."""
+        try:
+            return resolve_call_settings(state, item, overrides).hide_home
+        except RunIsolatedError:
+            return False  # the host reports what is wrong with the settings
 
     if child.in_container():
         link = child.link()
         if link is None:
             raise RunIsolatedError("run_isolated: this test's container has no link to the "
                                    "host")
-        return RunIsolated(lambda req: link.ask({"op": "run", **req}))
-    state = request.config.stash.get(STATE, None)
-    if state is None:
-        raise RunIsolatedError("run_isolated: the pytest-isolate plugin is not configured "
-                               "in this process")
-    item = request.node
-    return RunIsolated(lambda req: execute(state, item, req))
+        return RunIsolated(lambda req: link.ask({"op": "run", **req}), decide_fresh)
+    return RunIsolated(lambda req: execute(state, item, req), decide_fresh)
 
 
 @pytest.fixture
@@ -435,6 +443,10 @@ def settings_to_config(settings: Settings, mounts: list[Any]) -> Any:
     defaults = tuple(Mount(m.destination, "tmpfs", mode=m.mode, size=sized[m.destination])
                      if m.type == "tmpfs" and m.destination in sized else m
                      for m in DEFAULT_MOUNTS)
+    if settings.network == "none":
+        # a sysfs of its own, read-only, as runc mounts one: the container's network
+        # devices (lo) instead of the host's, and no view of the host's cgroup tree
+        defaults += (Mount("/sys", "sysfs", readonly=True),)
     env = None
     if settings.env_allow is not None:
         env = {k: os.environ[k] for k in settings.env_allow if k in os.environ}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -330,8 +331,11 @@ class RunIsolated:
     """The ``run_isolated`` fixture's value: call it to run a callable in a fresh
     container. See the README's "run_isolated" section."""
 
-    def __init__(self, transport: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(self, transport: Callable[[dict[str, Any]], dict[str, Any]],
+                 decide_fresh: Callable[[dict[str, Any]], bool] = lambda overrides: False,
+                 ) -> None:
         self._transport = transport
+        self._decide_fresh = decide_fresh
 
     def __call__(self, func: Callable[..., Any], /, *args: Any,
                  memory: Any = _UNSET, pids: Any = _UNSET, cpu: Any = _UNSET,
@@ -340,7 +344,6 @@ class RunIsolated:
                  capabilities: Any = _UNSET, user: Any = _UNSET, profile: Any = _UNSET,
                  trusted: bool = False, max_output: int = DEFAULT_MAX_OUTPUT,
                  fresh: bool | None = None, **kwargs: Any) -> IsolatedResult:
-        import cloudpickle
 
         if not callable(func):
             raise RunIsolatedError(f"run_isolated() needs a callable first, got "
@@ -359,8 +362,10 @@ class RunIsolated:
                      capabilities=capabilities, user=user, profile=profile)
         overrides = {k: _plain(v) for k, v in given.items() if v is not _UNSET}
         name = getattr(func, "__qualname__", None) or type(func).__name__
+        if fresh is None:
+            fresh = self._decide_fresh(overrides)
         try:
-            blob = cloudpickle.dumps((func, args, kwargs))
+            blob = _pickle_call((func, args, kwargs), by_value=bool(fresh))
         except Exception as e:
             raise RunIsolatedError(f"run_isolated({name}): the callable or its arguments "
                                    f"cannot be shipped into a container: "
@@ -369,6 +374,46 @@ class RunIsolated:
                    "settings": overrides, "max_output": max_output, "fresh": fresh}
         answer = self._transport(request)
         return _result(name, answer, trusted)
+
+
+_PICKLE_LOCK = threading.Lock()
+
+
+def _pickle_call(call: tuple[Any, ...], by_value: bool) -> bytes:
+    """The call as cloudpickle bytes. For a fresh interpreter (``by_value``), the
+    modules that are not installed (test modules, conftest, the project's helpers: any
+    file outside the interpreter's prefixes and site-packages) travel by value, so the
+    sandbox needs neither to read their files nor to run their top-level code again;
+    the standard library and installed packages are imported there by name."""
+    import cloudpickle
+
+    if not by_value:
+        data: bytes = cloudpickle.dumps(call)
+        return data
+    installed = tuple({os.path.realpath(p) + os.sep
+                       for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)})
+    with _PICKLE_LOCK:
+        registered = []
+        try:
+            for name, module in list(sys.modules.items()):
+                path = getattr(module, "__file__", None)
+                if (not path or name.split(".")[0] in ("pytest_isolate", "__main__")
+                        or "-packages" + os.sep in path
+                        or os.path.realpath(path).startswith(installed)):
+                    continue
+                try:
+                    cloudpickle.register_pickle_by_value(module)
+                except ValueError:
+                    continue
+                registered.append(module)
+            data = cloudpickle.dumps(call)
+        finally:
+            for module in registered:
+                try:
+                    cloudpickle.unregister_pickle_by_value(module)
+                except ValueError:
+                    pass
+    return data
 
 
 def _plain(v: Any) -> Any:

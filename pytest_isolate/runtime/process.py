@@ -131,7 +131,7 @@ class Process:
     ``fresh=True`` calls the target in a new interpreter (the host's ``sys.executable``
     and ``sys.path``) exec'd in the container, instead of in a fork of the calling
     process: the callable cannot read what the caller holds in memory. Modules the
-    callable and its arguments refer to by name are imported anew there.
+    pickled callable and its arguments refer to by name are imported there.
     """
 
     def __init__(

@@ -329,17 +329,21 @@ def test_a_hostile_callable_ends_as_a_result(run_isolated, tmp_path, name):
 SECRET_IN_MEMORY = {"answer key": "only-in-the-callers-memory"}
 
 
-def read_the_secret():
-    return SECRET_IN_MEMORY["answer key"]
+def peek():
+    """What a callable can reach of the caller's memory without being handed it."""
+    import sys
+
+    module = sys.modules.get(__name__)
+    return None if module is None else module.SECRET_IN_MEMORY["answer key"]
 
 
 def test_a_fresh_interpreter_cannot_read_the_callers_memory(run_isolated):
-    SECRET_IN_MEMORY["answer key"] = "changed at run time"  # not what the source says
+    SECRET_IN_MEMORY["answer key"] = "changed at run time"
     try:
-        assert run_isolated(read_the_secret, fresh=False).value == "changed at run time"
-        r = run_isolated(read_the_secret, fresh=True)
+        assert run_isolated(peek, fresh=False).value == "changed at run time"  # a fork
+        r = run_isolated(peek, fresh=True)
         assert r.ok, r.describe() + r.stderr
-        assert r.value == "only-in-the-callers-memory"  # the module, imported anew
+        assert r.value is None  # this module was never imported there
     finally:
         SECRET_IN_MEMORY["answer key"] = "only-in-the-callers-memory"
 
@@ -347,13 +351,32 @@ def test_a_fresh_interpreter_cannot_read_the_callers_memory(run_isolated):
 def test_untrusted_calls_are_fresh_by_default(run_isolated):
     SECRET_IN_MEMORY["answer key"] = "changed at run time"
     try:
-        # by reference, the module is imported anew: it holds the value its source says
-        r = run_isolated(read_the_secret, profile="untrusted", timeout=60)
+        r = run_isolated(peek, profile="untrusted", timeout=60)
         assert r.ok, r.describe() + r.stderr
-        assert r.value == "only-in-the-callers-memory"
-        assert run_isolated(read_the_secret, timeout=60).value == "changed at run time"
+        assert r.value is None
+        assert run_isolated(peek, timeout=60).value == "changed at run time"
     finally:
         SECRET_IN_MEMORY["answer key"] = "only-in-the-callers-memory"
+
+
+def test_fresh_calls_need_no_readable_test_module(run_isolated, tmp_path):
+    """Project modules travel by value: the sandbox user need not read their files
+    (here, a module in a directory only root may enter)."""
+    import importlib
+    import sys
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret_helpers.py").write_text("def triple(x):\n    return 3 * x\n")
+    sys.path.insert(0, str(private))
+    try:
+        mod = importlib.import_module("secret_helpers")
+        r = run_isolated(mod.triple, 5, profile="untrusted", timeout=60)
+        assert r.ok, r.describe() + r.stderr
+        assert r.value == 15
+    finally:
+        sys.path.remove(str(private))
+        sys.modules.pop("secret_helpers", None)
 
 
 def test_fresh_reports_values_exceptions_and_exits_like_a_fork(run_isolated):

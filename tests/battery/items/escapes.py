@@ -23,6 +23,7 @@ EXPECT = {
     "test_no_new_namespaces_or_setns": ("passed", ""),
     "test_raw_sockets_are_refused": ("passed", ""),
     "test_only_loopback_is_reachable": ("passed", ""),
+    "test_sys_shows_the_container_not_the_host": ("passed", ""),
     "test_chroot_is_refused": ("passed", ""),
     "test_host_hostname_and_clock_cannot_change": ("passed", ""),
     # tmp_path is a tmpfs counted in the memory limit: the limit ends the attempt
@@ -129,6 +130,14 @@ def test_only_loopback_is_reachable():
     with socket.create_connection(server.getsockname(), timeout=2):
         pass
     server.close()
+
+
+def test_sys_shows_the_container_not_the_host():
+    assert os.listdir("/sys/class/net") == ["lo"]
+    assert not os.path.exists("/sys/fs/cgroup/memory")  # the host's cgroup tree is not here
+    with pytest.raises(OSError) as info:
+        open("/sys/kernel/mm/transparent_hugepage/enabled", "w")
+    assert info.value.errno in (errno.EROFS, errno.EACCES)
 
 
 def test_chroot_is_refused():
