@@ -334,13 +334,14 @@ class _Box:
             return f"timed out after {settings.timeout:g} s"
         if status.oom_killed:
             return status.describe()  # "memory limit 64M exceeded (OOM kill), peak 63.9M"
+        if status.result_error and "exited with status" not in status.result_error:
+            # a garbled channel fails the test even if every phase got through
+            return f"the test's result could not be read: {status.result_error}"
         if complete:
             return None
         if status.signal is not None:
             verb = "crashed with" if status.signal in _CRASH_SIGNALS else "killed by"
             return f"{verb} signal {status.signal} ({status.signal_name})"
-        if status.result_error and "exited with status" not in status.result_error:
-            return f"the test's result could not be read: {status.result_error}"
         if status.exception is not None and status.exception.type not in ("SystemExit",):
             return f"the test's container failed: {status.exception}"
         return (f"the test process exited with status {status.exit_code} before reporting "

@@ -624,6 +624,8 @@ class Container:
             return
         if chunk:
             for kind, payload in run.reader.feed(chunk):
+                if run.result_error is not None:
+                    break  # nothing after a refused frame is believed
                 self._handle_frame(run, kind, payload)
             if run.reader.error is not None:
                 self._set_result_error(run, run.reader.error)

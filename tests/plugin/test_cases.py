@@ -124,12 +124,25 @@ def test_c09_the_test_is_not_pid_1(pytester, case):
     result.stdout.fnmatch_lines(["*killed by signal 15 (SIGTERM)*"])
 
 
-def test_c10_orphans_die_with_the_test(pytester, case):
+def _sleep_300() -> set[int]:
     from hostcheck import processes
 
+    found = set()
+    for pid, (_, comm, _) in processes().items():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if comm == "sleep" and f.read() == b"sleep\x00300\x00":
+                    found.add(pid)
+        except OSError:
+            pass
+    return found
+
+
+def test_c10_orphans_die_with_the_test(pytester, case):
+    before = _sleep_300()
     result = run(pytester, case("c10"))
     result.assert_outcomes(passed=1)
-    assert not [p for p, (_, comm, _) in processes().items() if comm == "sleep"]
+    assert not _sleep_300() - before  # the test's `sleep 300` orphans are gone
 
 
 def test_c11_namespaces(pytester, case):
