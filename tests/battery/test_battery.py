@@ -164,6 +164,8 @@ def test_item_is_contained(name, tmp_path_factory, secret_file, battery_figures)
     assert run.exit_status == expected_status, run.output[-3000:]
     assert "INTERNALERROR" not in run.output
     assert not run.host_problems, run.host_problems
+    # what a container sends or prints never grows the pytest process without bound
+    assert 0 < run.peak_rss < 512 * 1024, f"pytest peak RSS {run.peak_rss} KiB"
 
 
 # ----------------------------------------------------------- the pytest process itself
