@@ -87,7 +87,7 @@ class Run:
         self.peak_rss = int(rss.read_text()) if rss.exists() else 0
         del rusage
         problems = leftovers(before, os.getpid(), wait=5.0)
-        new_tmp = _listing("/tmp") - tmp_before
+        new_tmp = {n for n in _listing("/tmp") - tmp_before if not _another_runs_workdir(n)}
         new_shm = _listing("/dev/shm") - shm_before
         if new_tmp:
             problems.append(f"/tmp: {sorted(new_tmp)[:5]}")
@@ -96,6 +96,18 @@ class Run:
         if socket.gethostname() != hostname:
             problems.append(f"hostname changed to {socket.gethostname()!r}")
         self.host_problems = problems
+
+
+def _another_runs_workdir(name: str) -> bool:
+    """The work directory of another pytest run still going (not ours to judge)."""
+    from hostcheck import descendants, processes
+
+    m = re.match(r"pytest-isolate-(\d+)-", name)
+    if m is None:
+        return False
+    pid = int(m.group(1))
+    procs = processes()
+    return pid in procs and pid not in descendants(os.getpid(), procs) | {os.getpid()}
 
 
 def _wait4(proc: subprocess.Popen[bytes], deadline: float) -> tuple[int, os.struct_rusage]:
