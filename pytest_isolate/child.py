@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from . import _pytest_internals as internals
-from .runtime import emit
+from .runtime import emit, trace
 
 __all__ = ["in_container", "run_item", "serialize_report"]
 
@@ -230,7 +230,8 @@ def _phase(item: pytest.Item, when: str, only_item: Any) -> None:
     emit({"kind": "phase", "when": when})
     kwds = {"nextitem": only_item} if when == "teardown" else {}
     pid = os.getpid()
-    report = internals.call_and_report(item, when, log=False, **kwds)  # type: ignore[arg-type]
+    with trace.span(f"test:{when}"):
+        report = internals.call_and_report(item, when, log=False, **kwds)  # type: ignore[arg-type]
     if os.getpid() != pid:  # a fork of the test that got this far: see _forked_copy
         os._exit(0)
     _last_passed = report.passed

@@ -14,6 +14,7 @@ import pytest
 
 from . import _pytest_internals as internals
 from . import child
+from .runtime import trace
 from .settings import SettingError, Settings
 
 if TYPE_CHECKING:
@@ -258,7 +259,8 @@ class _Box:
 
         item = self.item
         try:
-            cfg = settings_to_config(settings, _mounts(item, settings))
+            with trace.span("plugin:settings to config"):
+                cfg = settings_to_config(settings, _mounts(item, settings))
         except Exception as e:
             self._report_crash(f"invalid isolation settings: {e}", None)
             return
@@ -290,7 +292,8 @@ class _Box:
         container = None
         started = self.start_time = time.monotonic()
         try:
-            container = self.state.factory.create(self.state.next_id(), cfg)
+            with trace.span("plugin:factory create"):
+                container = self.state.factory.create(self.state.next_id(), cfg)
             self.container = container
             if settings.timeout is not None:
                 self.deadline = started + settings.timeout
@@ -306,7 +309,8 @@ class _Box:
                 os.close(link_r)
             child.ITEMS.pop(item.nodeid, None)
             if container is not None:
-                container.destroy()
+                with trace.span("plugin:destroy"):
+                    container.destroy()
             self.container = None
         self.status = status
         if item.config.getoption("capture", "fd") == "no":

@@ -47,12 +47,13 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from . import capabilities, linux
+from . import capabilities, linux, trace
 from .channel import KIND_JSON, KIND_PICKLE, recv_msg, send_msg, write_frame
 from .config import Config, Mount, parse_user
 from .process import MAX_EXTRA_FILES
@@ -80,12 +81,15 @@ class StepFailed(Exception):
 
 @contextmanager
 def step(name: str) -> Iterator[None]:
+    start = time.monotonic() if trace.fd() is not None else 0.0
     try:
         yield
     except StepFailed:
         raise
     except BaseException as e:
         raise StepFailed(name, e) from e
+    if start:
+        trace.mark(f"container:{name}", start)
 
 
 def report_error(sock: socket.socket, e: BaseException) -> None:
@@ -107,7 +111,8 @@ def scrub_fds(keep: set[int]) -> None:
     host that still believes it owns one can never close a descriptor opened later.
     """
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-    keep = keep | {null}
+    trace_fd = trace.fd()
+    keep = keep | {null} | ({trace_fd} if trace_fd is not None else set())
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd in keep:
@@ -169,7 +174,8 @@ def _init_main(cfg: Config, sock: socket.socket, init_r: int) -> NoReturn:
         linux.set_pdeathsig(signal.SIGKILL)
         linux.set_process_name("isolate-init")
         _expect_go(sock)
-        setup_filesystem(cfg)
+        with trace.span("container:filesystem (all mounts)"):
+            setup_filesystem(cfg)
         if cfg.hostname is not None:
             with step("hostname"):
                 linux.sethostname(cfg.hostname)
@@ -416,7 +422,9 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
     try:
         import cloudpickle
 
+        t_spec = time.monotonic()
         spec: dict[str, Any] = cloudpickle.loads(spec_bytes)
+        trace.mark("payload:load spec", t_spec)
         is_python = spec.get("argv") is None
         for fd in close:
             os.close(fd)
@@ -651,8 +659,10 @@ def _call(spec: dict[str, Any], result_fd: int) -> int:
     _send_json(result_fd, {"t": "running"})
     code = 0
     try:
-        fn, args, kwargs = cloudpickle.loads(spec["target"])
-        value = fn(*args, **kwargs)
+        with trace.span("payload:load target"):
+            fn, args, kwargs = cloudpickle.loads(spec["target"])
+        with trace.span("payload:call"):
+            value = fn(*args, **kwargs)
         if spec.get("trusted"):
             payload = cloudpickle.dumps(value)
             write_frame(result_fd, KIND_PICKLE, payload)

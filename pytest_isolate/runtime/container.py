@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import linux
+from . import capabilities, linux, trace
 from .bootstrap import (
     MAX_MESSAGE,
     MAX_TRACEBACK,
@@ -179,24 +179,25 @@ class Container:
         self._require_attached("start")
         check_transition(self.id, self._state.status, "start")
         cfg = self.config
-        spec_bytes = self._pickle_spec(process)
-        self._cgroups = self._make_cgroups()
-        if cfg.network == "none":
-            from .network import preload
-
-            preload()
+        with trace.span("host:pickle spec"):
+            spec_bytes = self._pickle_spec(process)
+        with trace.span("host:create cgroups"):
+            self._cgroups = self._make_cgroups()
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         init_r, init_w = os.pipe()
         _flush_std()
         host_pid = os.getpid()
+        t_fork = time.monotonic()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, which never returns
             try:
+                trace.mark("host:fork (child side)", t_fork)
                 host_sock.close()
                 os.close(init_w)
                 bootstrap_main(cfg, child_sock, init_r, host_pid)
             finally:
                 os._exit(1)
+        trace.mark("host:fork", t_fork)
         child_sock.close()
         os.close(init_r)
         run = _Running(process, True, host_sock, pid, None, FrameReader())
@@ -204,7 +205,8 @@ class Container:
         child_fds: list[int] = []
         try:
             deadline = time.monotonic() + SETUP_TIMEOUT
-            msg = self._expect(run, ("idmap", "init"), deadline)
+            with trace.span("host:wait for unshare and init"):
+                msg = self._expect(run, ("idmap", "init"), deadline)
             if msg["t"] == "idmap":
                 with _step("write uid/gid maps"):
                     self._write_id_maps(int(msg["pid"]))
@@ -214,7 +216,7 @@ class Container:
             self._pidfd = os.pidfd_open(init_pid)
             st = self._state
             if self._cgroups is not None:
-                with _step("cgroups"):
+                with _step("cgroups"), trace.span("host:cgroups add init"):
                     self._cgroups.add(init_pid)
                 st.cgroup_paths = self._cgroups.paths()
             st.init_pid = init_pid
@@ -224,8 +226,10 @@ class Container:
             st.owner_pid = host_pid
             st.owner_start_time = linux.proc_start_time(host_pid)
             send_msg(host_sock, {"t": "go"})
-            self._expect(run, ("ready",), deadline)
-            self._save()
+            with trace.span("host:wait for filesystem, hostname, loopback"):
+                self._expect(run, ("ready",), deadline)
+            with trace.span("host:save state"):
+                self._save()
             run_hooks("prestart", cfg.hooks.prestart, st)
             run_hooks("create_runtime", cfg.hooks.create_runtime, st)
             fds, child_fds = self._payload_fds(run)
@@ -236,10 +240,12 @@ class Container:
             init_w = -1
             _close_all(child_fds)
             child_fds = []
-            msg = self._expect(run, ("started",), deadline)
+            with trace.span("host:wait for payload fork"):
+                msg = self._expect(run, ("started",), deadline)
             run.payload_pid = int(msg["pid"])
             self._register(run)
-            self._confirm(run, deadline)
+            with trace.span("host:wait for payload set-up (running)"):
+                self._confirm(run, deadline)
             st.status = Status.RUNNING
             st.started = time.time()
             self._save()
@@ -393,6 +399,9 @@ class Container:
         uid = parse_user(user)[0] if user is not None else 0
         caps = CapabilitySets.uniform(cfg.capability_names(), uid=uid)
         _warn_missing_caps(caps.bounding)
+        # the payload applies them with the default backend: import it here, once, so
+        # that every fork has it (importing python-prctl in each payload costs ms)
+        capabilities.get_backend()
         spec = {
             "caps": caps,
             "seccomp": self._seccomp_bpf(caps.bounding),
@@ -559,7 +568,8 @@ class Container:
         check_transition(self.id, self._state.status, "wait")
         if self._initial is None or self._initial.process._key is None:
             raise ContainerError(f"container {self.id!r} has no payload to wait for")
-        return self._wait_process(self._initial.process._key, timeout)
+        with trace.span("host:wait (payload runs, container ends)"):
+            return self._wait_process(self._initial.process._key, timeout)
 
     def _wait_process(self, key: int, timeout: float | None) -> ExitStatus:
         run = self._procs[key]
@@ -731,7 +741,8 @@ class Container:
             extra["result_error"] = (f"the process exited with status "
                                      f"{os.WEXITSTATUS(status)} before reporting a result")
         if run.initial and self._cgroups is not None:
-            extra.update(self._final_usage(status, run.timed_out))
+            with trace.span("host:read usage"):
+                extra.update(self._final_usage(status, run.timed_out))
         if status is None:
             result = ExitStatus(signal=_signal.SIGKILL, **extra)
         else:
@@ -945,7 +956,8 @@ class Container:
                 self._wait_process(self._initial.process._key, None)
             else:
                 self._wait_gone()
-        self._destroy_cgroups()
+        with trace.span("host:destroy cgroups"):
+            self._destroy_cgroups()
         if started:
             for index, hook in enumerate(self.config.hooks.poststop):
                 try:

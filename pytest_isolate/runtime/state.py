@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import IllegalTransitionError
@@ -74,9 +74,11 @@ class State:
     annotations: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        d = asdict(self)
+        # shallow: the values are plain data already, and asdict() would copy the
+        # (large) config dict on every save
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         d["status"] = self.status.value
-        return json.dumps(d, indent=1, sort_keys=True)
+        return json.dumps(d, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> State:

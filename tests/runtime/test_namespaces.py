@@ -292,3 +292,42 @@ def test_rootfs_pivot_with_host_binds(run, tmp_path):
     _, *listing = st.stdout.decode().split()
     assert "in the new root" in st.stdout.decode()
     assert "work" not in listing and "marker" in listing
+
+
+@pytest.mark.host
+@pytest.mark.parametrize("refuse_ioctl", [False, True])
+def test_loopback_up_by_ioctl_and_by_the_netlink_fallback(refuse_ioctl):
+    """In a new network namespace, lo starts down; loopback_up() brings it up with
+    one ioctl, or through pyroute2's netlink when the ioctl is refused."""
+    import socket
+
+    from pytest_isolate.runtime import linux, network
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        code = 1
+        try:
+            linux.unshare(linux.CLONE_NEWNET)
+            server = socket.create_server(("127.0.0.1", 0))
+            try:
+                socket.create_connection(server.getsockname(), timeout=2).close()
+                os._exit(2)  # lo should have been down
+            except OSError:
+                pass
+            server.close()
+            refused = []
+            if refuse_ioctl:
+                def refuse(*args):
+                    refused.append(args)
+                    raise OSError(1, "refused")
+                network.fcntl = type("F", (), {"ioctl": staticmethod(refuse)})
+            network.loopback_up()
+            if refuse_ioctl and not refused:
+                os._exit(3)  # the ioctl was not even tried
+            server = socket.create_server(("127.0.0.1", 0))
+            socket.create_connection(server.getsockname(), timeout=2).close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
