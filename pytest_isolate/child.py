@@ -88,6 +88,7 @@ def _warning_data(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 _link: Any = None
+IN_CONTAINER = "isolate-in-container"
 
 
 def link() -> Any:
@@ -112,7 +113,9 @@ def run_item(nodeid: str, timeout: float | None, link_fd: int | None = None) -> 
     internals.limit_teardown_to_item(item)
     # Reports other plugins log while the test runs (subtests, for one) go home too;
     # the test's own phase reports are made with log=False and sent by _phase.
-    config.pluginmanager.register(_ForwardReports(config), "isolate-forward-reports")
+    hooks = config.pluginmanager.get_plugin(IN_CONTAINER)
+    if hooks is not None:
+        hooks.pid = os.getpid()
     internals.silence_terminal(config)
     if timeout is not None:
         import faulthandler
@@ -182,16 +185,20 @@ def coverage_lines() -> dict[str, Any]:
     return {"arcs" if arcs else "lines": out}
 
 
-class _ForwardReports:
+class InContainer:
+    """Hooks for the test's side of a container. Registered once in the pytest process
+    (registering a plugin in every container would cost each test a millisecond and a
+    half): outside a container they do nothing."""
+
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.pid = os.getpid()
+        self.pid: int | None = None  # the payload's pid, set by run_item
 
     def _forked_copy(self) -> None:
         """A process the test forked that returned into pytest instead of exiting
         would run the rest of the test's protocol and send reports of its own: it ends
         here, silently, as soon as it is back in pytest's hands."""
-        if os.getpid() != self.pid:
+        if self.pid is not None and os.getpid() != self.pid:
             os._exit(0)
 
     @pytest.hookimpl(wrapper=True)
@@ -217,6 +224,8 @@ class _ForwardReports:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not _in_container:
+            return
         self._forked_copy()
         data, dropped = serialize_report(self.config, report)
         emit({"kind": "report", "extra": True, "data": data, "dropped": dropped})

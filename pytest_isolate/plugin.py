@@ -88,6 +88,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except SettingError as e:
         raise pytest.UsageError(str(e)) from None
     config.stash[STATE] = state
+    config.pluginmanager.register(child.InContainer(config), child.IN_CONTAINER)
     _sigterm_interrupts(config)
     n = config.getoption("isolate_stats", None)
     if n is not None:
