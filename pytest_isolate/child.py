@@ -62,7 +62,7 @@ def serialize_report(config: pytest.Config, report: pytest.TestReport) -> tuple[
     return clean, dropped
 
 
-MAX_SECTION = 1 << 20  # characters of one captured-output section sent home
+MAX_SECTION = 256 << 10  # characters of one captured-output section sent home
 
 
 def _cut(text: Any) -> Any:

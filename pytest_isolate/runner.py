@@ -3,9 +3,9 @@ phases there, reports logged here as if the test had run in this process."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -116,6 +116,10 @@ def _annotate(report: pytest.TestReport, status: ExitStatus | None) -> None:
         report.user_properties.append(("isolate_oom_kills", n))
 
 
+def _memory_file(name: str) -> Any:
+    return os.fdopen(os.memfd_create(name, os.MFD_CLOEXEC), "w+b")
+
+
 def _attach_usage(report: pytest.TestReport, status: ExitStatus | None, wall: float) -> None:
     """The container's usage, on the test's last report: as ``report.isolate_usage``
     (a dict, for other plugins) and as ``isolate_*`` user properties (junitxml)."""
@@ -148,13 +152,18 @@ class _Box:
         self.teardown_failure: str | None = None
         self.stop: tuple[str, str, int | None] | None = None  # pytest.exit / Ctrl-C inside
         self.container: Any = None
+        self.extra_reports = 0
+        self.may_stop_run = True
+        self.refused_stop = False
         self.deadline: float | None = None
         self.start_time = 0.0
         self.wall_time = 0.0
         self.link_w = -1  # the host's end of the test's link (answers to its requests)
-        # host-owned output files of the test: closed in close()
-        self.out = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
-        self.err = tempfile.TemporaryFile(dir=state.workdir)  # noqa: SIM115
+        # The test's stdout and stderr: host-owned, so what it printed survives a crash;
+        # memory files, whose pages count against the container that writes them (a
+        # flood, or fallocate, hits the test's memory limit, never the host's disk).
+        self.out = _memory_file("isolate-stdout")
+        self.err = _memory_file("isolate-stderr")
 
     def close(self) -> None:
         self.out.close()
@@ -206,11 +215,13 @@ class _Box:
             self.started.append(when)
         elif kind == "report":
             config = self.item.config
-            data = msg["data"]
-            if not isinstance(data, dict) or data.get("nodeid") != self.item.nodeid:
-                raise ValueError("report for another test")
-            report = config.hook.pytest_report_from_serializable(config=config, data=data)
             extra = bool(msg.get("extra"))  # logged by another plugin (subtests ...)
+            if extra:
+                self.extra_reports += 1
+                if self.extra_reports > MAX_EXTRA_REPORTS:
+                    raise ValueError("too many reports")
+            data = _checked_report_data(msg["data"], self.item)
+            report = config.hook.pytest_report_from_serializable(config=config, data=data)
             if not isinstance(report, pytest.TestReport) or (
                     not extra and report.when in self.reports):
                 raise ValueError("unexpected report")
@@ -235,10 +246,12 @@ class _Box:
             _reemit_warning(self.item, msg)
         elif kind == "coverage":
             _merge_coverage(msg)
+        elif kind in ("exit", "interrupt") and not self.may_stop_run:
+            self.refused_stop = True  # an untrusted test does not end the run
         elif kind == "exit":
             rc = msg.get("returncode")
-            self.stop = ("exit", str(msg.get("reason", "")),
-                         int(rc) if isinstance(rc, int) else None)
+            self.stop = ("exit", str(msg.get("reason", ""))[:1000],
+                         int(rc) if isinstance(rc, int) and 0 <= rc <= 255 else None)
         elif kind == "interrupt":
             self.stop = ("interrupt", "", None)
         elif kind == "request":  # run_isolated / isolate_usage in the test
@@ -258,6 +271,7 @@ class _Box:
         from .runtime import DEVNULL, Config, IsolateError, Process
 
         item = self.item
+        self.may_stop_run = settings.may_stop_run
         try:
             with trace.span("plugin:settings to config"):
                 cfg = settings_to_config(settings, _mounts(item, settings))
@@ -282,7 +296,8 @@ class _Box:
                               env=dict(settings.env), stdin=DEVNULL,
                               stdout=self.out.fileno(), stderr=self.err.fileno(),
                               timeout=settings.timeout, on_message=self.on_message,
-                              extra_files=[link_r])
+                              extra_files=[link_r], max_frame_size=MAX_FRAME,
+                              max_result_size=MAX_CHANNEL, max_json_items=MAX_JSON_ITEMS)
         except BaseException:
             os.close(link_r)
             raise
@@ -331,6 +346,10 @@ class _Box:
         """None when every phase reported; else what went wrong, in words."""
         if self.protocol_error:
             return self.protocol_error
+        if self.refused_stop:
+            return ("the test tried to end the run (pytest.exit() or KeyboardInterrupt), "
+                    "which a test of a profile that may not stop the run (untrusted) "
+                    "cannot do: it failed instead")
         if self.stop is not None:
             return None  # the session stops, as after the same call in a plain run
         complete = "teardown" in self.reports
@@ -374,6 +393,62 @@ class _Box:
                 report.sections.append((f"Captured {name} {when}", text))
         _log(item, report)
         self.reports[when] = report
+
+
+# What one test's container may send: a report (sections cut to 256K characters)
+# fits a frame many times over; item-dense JSON is refused before it is parsed.
+MAX_FRAME = 16 << 20
+MAX_CHANNEL = 64 << 20
+MAX_JSON_ITEMS = 3_000_000
+MAX_EXTRA_REPORTS = 10_000  # reports other plugins may log for one test (subtests)
+MAX_LONGREPR = 4 << 20  # characters of a failure's representation, as JSON
+_REPORT_ATTRS = frozenset(dir(pytest.TestReport))
+
+
+def _checked_report_data(data: Any, item: pytest.Item) -> dict[str, Any]:
+    """A report as a container sent it, checked before pytest sees it: everything
+    pytest, its terminal and junitxml later rely on has the shape they expect, so a
+    forged report fails this test instead of the run. The location is the host's."""
+    if not isinstance(data, dict) or data.get("nodeid") != item.nodeid:
+        raise ValueError("report for another test")
+    if data.get("outcome") not in ("passed", "failed", "skipped") or \
+            data.get("when") not in ("setup", "call", "teardown"):
+        raise ValueError("outcome")
+    for key in data:
+        if not isinstance(key, str) or (key in _REPORT_ATTRS and key not in (
+                "nodeid", "location", "keywords", "outcome", "longrepr", "when",
+                "user_properties", "sections", "duration", "start", "stop", "head_line",
+                "caplog", "capstdout", "capstderr", "count_towards_summary", "failed",
+                "passed", "skipped", "fspath", "longreprtext")) or key.startswith("__"):
+            raise ValueError(f"report attribute {str(key)[:40]!r}")
+    sections = data.get("sections", [])
+    if not isinstance(sections, list) or not all(
+            isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x)
+            for x in sections):
+        raise ValueError("sections")
+    props = data.get("user_properties", [])
+    if not isinstance(props, list) or not all(
+            isinstance(x, list) and len(x) == 2 and isinstance(x[0], str)
+            and (x[1] is None or isinstance(x[1], (str, int, float, bool))) for x in props):
+        raise ValueError("user_properties")
+    keywords = data.get("keywords", {})
+    if not isinstance(keywords, dict) or not all(
+            isinstance(v, (str, int, float, bool)) or v is None for v in keywords.values()):
+        raise ValueError("keywords")
+    for key in ("duration", "start", "stop"):
+        if key in data and (isinstance(data[key], bool)
+                            or not isinstance(data[key], (int, float))):
+            raise ValueError(key)
+    longrepr = data.get("longrepr")
+    if longrepr is not None and not isinstance(longrepr, (str, list, dict)):
+        raise ValueError("longrepr")
+    if isinstance(longrepr, (list, dict)) and len(json.dumps(longrepr)) > MAX_LONGREPR:
+        raise ValueError("longrepr too large")
+    if isinstance(longrepr, str) and len(longrepr) > MAX_LONGREPR:
+        data["longrepr"] = longrepr[:MAX_LONGREPR]
+    path, lineno, domain = item.location
+    data["location"] = [path, lineno, domain]
+    return data
 
 
 def _tail(f: Any) -> str:

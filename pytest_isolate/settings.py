@@ -59,13 +59,14 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "memory": None, "pids": None, "cpu": None, "timeout": None, "network": "none",
         "seccomp": "default", "readonly": False, "hostname": "isolate", "env": {},
         "capabilities": None, "user": None, "env_allow": None, "hide_home": False,
+        "may_stop_run": True,
     },
     # For code nobody vouches for.
     "untrusted": {
         "memory": "1G", "pids": 256, "cpu": 1, "timeout": 300, "network": "none",
         "seccomp": "strict", "readonly": True, "hostname": "sandbox", "env": {},
         "capabilities": [], "user": "65534:65534", "env_allow": list(UNTRUSTED_ENV),
-        "hide_home": True,
+        "hide_home": True, "may_stop_run": False,
     },
 }
 
@@ -158,7 +159,7 @@ def check_setting(name: str, value: object, origin: str) -> Any:
 
             load_profile(os.fspath(value))  # raises ConfigError naming the problem
             return os.fspath(value)
-        if name in ("readonly", "hide_home"):
+        if name in ("readonly", "hide_home", "may_stop_run"):
             return _bool(name, value, origin)
         if name == "hostname":
             from .runtime.config import Config
@@ -215,6 +216,7 @@ class Settings:
     user: str | None = None
     env_allow: tuple[str, ...] | None = None
     hide_home: bool = False
+    may_stop_run: bool = True  # pytest.exit() / KeyboardInterrupt in the test end the run
     origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}),
                                        compare=False)
 
@@ -318,4 +320,6 @@ def looser_than(base: Settings, other: Settings, *, limits_may_grow: bool = Fals
         out.append(f"more of the host environment than the allow-list{origin('env_allow')}")
     if base.hide_home and not other.hide_home:
         out.append(f"home directories shown where they are hidden{origin('hide_home')}")
+    if not base.may_stop_run and other.may_stop_run:
+        out.append(f"tests allowed to end the whole run{origin('may_stop_run')}")
     return out

@@ -53,7 +53,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from . import capabilities, linux, trace
+from . import capabilities, linux, network, trace
 from .channel import KIND_JSON, KIND_PICKLE, recv_msg, send_msg, write_frame
 from .config import Config, Mount, parse_user
 from .process import MAX_EXTRA_FILES
@@ -180,10 +180,8 @@ def _init_main(cfg: Config, sock: socket.socket, init_r: int) -> NoReturn:
             with step("hostname"):
                 linux.sethostname(cfg.hostname)
         if cfg.network == "none":
-            from .network import loopback_up
-
             with step("loopback up"):
-                loopback_up()
+                network.loopback_up()
         send_msg(sock, {"t": "ready"})
         code = _init_loop(cfg, sock, init_r)
     except BaseException as e:
@@ -358,12 +356,25 @@ def setup_filesystem(cfg: Config) -> None:
         if m.type == "bind":
             with step(f"open bind source {m.source}"):
                 sources[i] = os.open(m.source or "", os.O_PATH | os.O_CLOEXEC)
+    nodes: dict[str, int] = {}
+    if cfg.devices == "minimal":
+        with step("open device nodes"):
+            for name in DEVICE_NODES:
+                try:
+                    nodes[name] = os.open(f"/dev/{name}", os.O_PATH | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    pass
     if cfg.rootfs is not None:
         with step(f"rootfs {cfg.rootfs}"):
             linux.mount(cfg.rootfs, cfg.rootfs, None, linux.MS_BIND | linux.MS_REC)
     if cfg.readonly:
         with step("read-only root"):
             _set_readonly(root)
+    if cfg.devices == "minimal":
+        with step("minimal /dev"):
+            _minimal_dev(prefix + "/dev", nodes)
+    for fd in nodes.values():
+        os.close(fd)
     for i, m in enumerate(cfg.mounts):
         with step(f"mount {m.type} {m.destination}"):
             do_mount(m, prefix + m.destination, sources.get(i))
@@ -391,6 +402,30 @@ def setup_filesystem(cfg: Config) -> None:
             except FileNotFoundError:
                 continue
             _set_readonly(path)
+
+
+DEVICE_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+DEVICE_LINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+
+
+def _minimal_dev(dev: str, nodes: dict[str, int]) -> None:
+    """A tmpfs at ``dev`` holding the host's harmless device nodes (bound in, since
+    the tmpfs itself is nodev), a new devpts instance and the usual links: no block
+    device, loop-control, kmsg, userfaultfd or vsock of the host's."""
+    linux.mount("tmpfs", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                "mode=755,size=1m")
+    _own_devices.add(os.stat(dev).st_dev)
+    for name, fd in nodes.items():
+        target = os.path.join(dev, name)
+        with open(target, "w"):
+            pass
+        linux.mount(f"/proc/self/fd/{fd}", target, None, linux.MS_BIND)
+    os.mkdir(os.path.join(dev, "pts"), 0o755)
+    linux.mount("devpts", os.path.join(dev, "pts"), "devpts",
+                linux.MS_NOSUID | linux.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    for name, target in DEVICE_LINKS:
+        os.symlink(target, os.path.join(dev, name))
 
 
 # ----------------------------------------------------------------------------- payload
@@ -511,6 +546,8 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
             os.execve(executable, [executable, "-c", FRESH_CODE, json.dumps(path)], env)
         os.environ.clear()
         os.environ.update(env)
+        if cfg.env is not None:  # an environment of its own: the host's must not linger
+            _forget_host_environment(env)
         code = _call(spec, result_fd)
     except StepFailed as e:
         _send_json(result_fd, {"t": "exec-error", "errno": getattr(e.err, "errno", None),
@@ -566,6 +603,27 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _forget_host_environment(env: dict[str, str]) -> None:
+    """A forked payload given an environment of its own still holds the host's in
+    memory: Python's ``posix.environ`` copy, and the strings the kernel put on the
+    stack at exec (what ``/proc/self/environ`` shows), which ``unsetenv`` leaves in
+    place. Replace the one and zero the other."""
+    import ctypes
+    import posix
+
+    posix.environ.clear()
+    posix.environ.update({k.encode(): v.encode() for k, v in env.items()})
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        # fields 50 and 51 of stat(5), counted from 1; the split starts at field 3
+        start, end = int(fields[50 - 3]), int(fields[51 - 3])
+    except (OSError, IndexError, ValueError):
+        return
+    if 0 < start < end:
+        ctypes.memset(start, 0, end - start)
 
 
 _result_fd: int | None = None

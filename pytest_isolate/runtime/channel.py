@@ -51,8 +51,10 @@ class FrameReader:
     The buffer never holds more than one frame plus one read's worth of bytes.
     """
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME,
+                 max_total: int | None = None) -> None:
         self.max_frame = max_frame
+        self.max_total = max_frame if max_total is None else max_total
         self._buf = bytearray()
         self._need: int | None = None
         self._kind = b""
@@ -89,8 +91,8 @@ class FrameReader:
             if len(self._buf) < self._need:
                 return
             self.total += HEADER.size + self._need
-            if self.total > self.max_frame + 4096:
-                raise ChannelError(f"the result channel carried more than {self.max_frame} bytes")
+            if self.total > self.max_total + 4096:
+                raise ChannelError(f"the result channel carried more than {self.max_total} bytes")
             frames.append((self._kind, bytes(self._buf[: self._need])))
             del self._buf[: self._need]
             self._need = None

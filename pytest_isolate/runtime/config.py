@@ -339,6 +339,9 @@ class Config:
     """What a container is. All fields have working defaults: ``Config()`` is a
     container with its own PID, mount, UTS, IPC and network namespaces, the host root
     visible, private ``/tmp`` and ``/dev/shm``, a new ``/proc`` and runc's masked paths.
+    ``devices="minimal"`` gives it a ``/dev`` of its own as runc does (``null``,
+    ``zero``, ``full``, ``random``, ``urandom``, ``tty``, a new ``pts`` instance,
+    ``ptmx``, ``fd``/``stdin``/``stdout``/``stderr`` links); ``"host"`` leaves the host's.
     """
 
     namespaces: Namespaces = field(default_factory=Namespaces)
@@ -363,6 +366,7 @@ class Config:
     cgroups: Literal["auto", "required", "off"] = "auto"
     cgroup_parent: str = "pytest-isolate"
     annotations: Mapping[str, str] | None = None
+    devices: Literal["minimal", "host"] = "minimal"
 
     def __post_init__(self) -> None:
         if not isinstance(self.namespaces, Namespaces):
@@ -372,6 +376,9 @@ class Config:
         for flag in ("readonly", "no_new_privs"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(flag, getattr(self, flag), "True or False")
+        if self.devices not in ("minimal", "host"):
+            raise ConfigError("devices", self.devices,
+                              "'minimal' (a /dev of its own, as runc makes) or 'host'")
         if self.hostname is not None and (not isinstance(self.hostname, str)
                                           or len(self.hostname) > 64
                                           or not _HOSTNAME.match(self.hostname)):

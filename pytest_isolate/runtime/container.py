@@ -467,7 +467,8 @@ class Container:
                 pass
             os.set_blocking(r, False)
             run.result_fd = r
-            run.reader = FrameReader(process.max_result_size or DEFAULT_MAX_FRAME)
+            total = process.max_result_size or DEFAULT_MAX_FRAME
+            run.reader = FrameReader(min(total, process.max_frame_size or total), total)
             fds.append(w)
             opened.append(w)
             for fd in process.extra_files:
@@ -666,6 +667,10 @@ class Container:
 
             run.value = cloudpickle.loads(payload)
             run.has_result = True
+            return
+        limit = run.process.max_json_items
+        if limit is not None and _json_items(payload) > limit:
+            self._set_result_error(run, f"a result frame holds more than {limit} JSON items")
             return
         try:
             msg = json.loads(payload)
@@ -1030,6 +1035,13 @@ def _warn_missing_caps(wanted: frozenset[str]) -> None:
         _warned_caps.add(missing)
         warnings.warn(f"capabilities {', '.join(sorted(missing))} are not held by this process "
                       "and cannot be given to containers", RuntimeWarning, stacklevel=4)
+
+
+def _json_items(data: bytes) -> int:
+    """An upper bound of the values a JSON text holds (separators, openers, quotes),
+    counted without parsing it."""
+    return (data.count(b",") + data.count(b"[") + data.count(b"{") + data.count(b":")
+            + data.count(b'"') // 2 + 1)
 
 
 def _flush_std() -> None:

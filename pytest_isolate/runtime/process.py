@@ -125,7 +125,11 @@ class Process:
     container's environment. ``timeout`` kills the whole container at the deadline.
     ``on_message`` is called on the host, while it waits, with each piece of data the
     payload sends with :func:`pytest_isolate.runtime.emit` (JSON data, never unpickled).
-    ``max_result_size`` caps each frame and the whole result channel (default 256 MiB).
+    ``max_result_size`` caps each frame and the whole result channel (default 256 MiB);
+    ``max_frame_size`` caps each frame lower, and ``max_json_items`` the items
+    (strings, numbers, lists, objects) one JSON frame may hold, estimated from its
+    bytes before it is parsed: parsing multiplies the size of item-dense JSON by up to
+    ~30 in the host's memory.
     ``extra_files``: open file descriptors (or files) of the host that the payload gets
     as fds 3, 4, ... in order, like runc's ExtraFiles (the caller keeps its own).
     ``fresh=True`` calls the target in a new interpreter (the host's ``sys.executable``
@@ -151,6 +155,8 @@ class Process:
         timeout: float | None = None,
         trusted: bool = False,
         max_result_size: int | None = None,
+        max_frame_size: int | None = None,
+        max_json_items: int | None = None,
         max_output: int = 64 * 2**20,
         on_message: Callable[[Any], None] | None = None,
         extra_files: Sequence[int | IO[Any]] = (),
@@ -202,6 +208,8 @@ class Process:
         self.timeout = timeout
         self.trusted = trusted
         self.max_result_size = max_result_size
+        self.max_frame_size = max_frame_size
+        self.max_json_items = max_json_items
         self.max_output = max_output
         self.on_message = on_message
         self._container: Container | None = None

@@ -43,8 +43,9 @@ any other architecture's calls kill the process.
 
 ``strict`` -- untrusted code. Everything is denied (EPERM) except what CPython needs
 for pure-Python code, threads, subprocesses, files, pipes, poll/epoll/select, signals,
-timers and AF_UNIX/AF_INET/AF_INET6 stream and datagram sockets (no raw, packet or
-netlink sockets; no TIOCSTI). The capabilities do not change it. Native ABI only: a
+timers, AF_INET/AF_INET6 stream and datagram sockets and AF_UNIX socket pairs (no
+AF_UNIX sockets of their own, so no way to a host daemon's socket file; no raw,
+packet or netlink sockets; no TIOCSTI). The capabilities do not change it. Native ABI only: a
 32-bit call kills the process.
 
 Docker/OCI JSON files
@@ -697,7 +698,9 @@ def _strict_profile() -> Profile:
     rules.append(Rule("clone3", "errno", errno.ENOSYS))
     rules.extend(Rule("ioctl", "allow", None, _masked(1, mask, value))
                  for mask, value in _cubes_outside((_TIOCSTI, _TIOCLINUX)))
-    rules.append(Rule("socket", "allow", None, (Condition(0, "==", _AF_UNIX),)))
+    # socketpair(AF_UNIX) but no socket(AF_UNIX): a filesystem socket of the host (a
+    # database, D-Bus, a container engine) is reached by connect(), which the network
+    # namespace does not stop and a filter cannot tell by its path
     rules.append(Rule("socketpair", "allow", None, (Condition(0, "==", _AF_UNIX),)))
     for family in (_AF_INET, _AF_INET6):
         for kind in (_SOCK_STREAM, _SOCK_DGRAM):

@@ -139,11 +139,40 @@ ITEM_FILES = sorted(p.name for p in ITEMS.glob("*.py"))
 
 @pytest.fixture
 def secret_file():
-    """A private file in root's home: the untrusted profile must hide it."""
-    path = Path("/root") / f".battery-secret-{os.getpid()}"
+    """A private file in root's home (the untrusted profile must hide it), and a host
+    daemon's socket file anyone may connect to (untrusted code must not reach it).
+    Fixed names: the items know them, since the untrusted environment drops ours."""
+    import threading
+
+    path = Path("/root/.battery-secret")
     path.write_text(SECRET)
     path.chmod(0o600)
+    sock_path = "/var/tmp/battery-host.sock"
+    if os.path.exists(sock_path):
+        os.unlink(sock_path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    os.chmod(sock_path, 0o777)
+    server.listen()
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            conn.sendall(b"host daemon")
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     yield str(path)
+    stop.set()
+    thread.join()
+    server.close()
+    os.unlink(sock_path)
     path.unlink()
 
 

@@ -394,6 +394,14 @@ def strict_probes() -> dict[str, int]:
         except OSError as e:
             return -e.errno
 
+    def _pair() -> int:
+        try:
+            for end in socket.socketpair():
+                end.close()
+            return 0
+        except OSError as e:
+            return -e.errno
+
     proc = subprocess.run([sys.executable, "-c", "import json, threading, subprocess"])
     return {
         "mount": _rc(_libc.mount(b"none", b"/nonexistent-isolate-mnt", b"tmpfs", 0, None)),
@@ -406,6 +414,8 @@ def strict_probes() -> dict[str, int]:
         "tcp6": sock(socket.AF_INET6, socket.SOCK_STREAM | socket.SOCK_CLOEXEC),
         "udp": sock(socket.AF_INET, socket.SOCK_DGRAM),
         "unix_seqpacket": sock(socket.AF_UNIX, socket.SOCK_SEQPACKET),
+        "unix_stream": sock(socket.AF_UNIX, socket.SOCK_STREAM),
+        "unix_pair": _pair(),
         "python": proc.returncode,
     }
 
@@ -424,7 +434,9 @@ def test_strict_denies_more_and_still_runs_python():
         "raw_inet": -errno.EPERM,
         "tcp6": 0,
         "udp": 0,
-        "unix_seqpacket": 0,
+        "unix_seqpacket": -errno.EPERM,  # no way to a host daemon's socket file
+        "unix_stream": -errno.EPERM,
+        "unix_pair": 0,  # asyncio and friends keep their socket pairs
         "python": 0,
     }
 

@@ -16,6 +16,10 @@ EXPECT = {
     "test_pickle_frame": ("failed|error", "pickled result, refused"),
     "test_forged_report_for_another_test": ("error", "malformed message from the container"),
     "test_forged_duplicate_report": ("error", "malformed message from the container"),
+    "test_forged_report_of_the_wrong_shape": ("failed", "malformed message"),
+    "test_forged_sections": ("failed", "malformed message"),
+    "test_forged_extra_reports_flood": ("failed", "malformed message"),
+    "test_json_that_parses_30_times_larger": ("failed", "JSON items"),
     "test_after_the_attacks": ("passed", ""),
 }
 
@@ -84,6 +88,44 @@ def test_forged_duplicate_report(request):
             "$report_type": "TestReport"}
     msg = {"t": "message", "data": {"kind": "report", "data": data}}
     os.write(result_fd(), frame(b"J", json.dumps(msg).encode()))
+
+
+def _own_report(request, **fields):
+    data = {"nodeid": request.node.nodeid, "outcome": "passed", "when": "call",
+            "longrepr": None, "location": ["channel.py", 1, "x"], "keywords": {},
+            "sections": [], "duration": 0, "user_properties": [],
+            "$report_type": "TestReport"}
+    data.update(fields)
+    return data
+
+
+def _send(msg):
+    body = json.dumps({"t": "message", "data": msg}).encode()
+    os.write(result_fd(), frame(b"J", body))
+
+
+def test_forged_report_of_the_wrong_shape(request):
+    # junitxml would unpack each property into (name, value): one item crashed it
+    _send({"kind": "report", "data": _own_report(request, user_properties=[["a"]])})
+    os._exit(0)
+
+
+def test_forged_sections(request):
+    _send({"kind": "report", "data": _own_report(request, outcome="failed",
+                                                   sections=[["only-one"]])})
+    os._exit(0)
+
+
+def test_forged_extra_reports_flood(request):
+    for _ in range(10_001):
+        _send({"kind": "report", "extra": True, "data": _own_report(request)})
+    os._exit(0)
+
+
+def test_json_that_parses_30_times_larger():
+    body = b'{"t":"x","p":[' + b"[]," * (5 * 2**20) + b"[]]}"  # 15 MiB, ~600 MB parsed
+    os.write(result_fd(), frame(b"J", body))
+    os._exit(0)
 
 
 def test_after_the_attacks():

@@ -26,6 +26,11 @@ EXPECT = {
     "test_sys_shows_the_container_not_the_host": ("passed", ""),
     "test_chroot_is_refused": ("passed", ""),
     "test_host_hostname_and_clock_cannot_change": ("passed", ""),
+    "test_host_environment_is_not_in_memory_either": ("passed", ""),
+    "test_host_daemon_sockets_are_out_of_reach": ("passed", ""),
+    "test_only_harmless_devices": ("passed", ""),
+    "test_stdout_cannot_fill_the_host_disk": ("failed", "memory limit 64M exceeded"),
+    "test_cannot_end_the_run": ("failed", "tried to end the run"),
     # tmp_path is a tmpfs counted in the memory limit: the limit ends the attempt
     "test_cannot_fill_the_host_disk_through_tmp_path": ("failed",
                                                         "memory limit 256M exceeded"),
@@ -58,7 +63,7 @@ def test_home_directories_are_hidden():
         for name in os.listdir(home):
             path = os.path.join(home, name)
             assert any(n == path or n.startswith(path + "/") for n in needed), path
-    assert not os.path.exists(os.environ.get("BATTERY_SECRET_FILE", "/root/.battery-secret"))
+    assert not os.path.exists("/root/.battery-secret")
 
 
 def test_private_files_are_unreadable():
@@ -159,3 +164,44 @@ def test_cannot_fill_the_host_disk_through_tmp_path(tmp_path):
     with open(tmp_path / "big", "wb") as f:
         for _ in range(4096):  # 4 GiB, were it the host's disk
             f.write(chunk)
+
+
+def test_host_environment_is_not_in_memory_either():
+    import ctypes
+    import posix
+    import re
+
+    stack = b""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "[stack]" in line:
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                stack = ctypes.string_at(lo, hi - lo)
+    assert stack and not re.search(rb"BATTERY_SECRET=", stack)
+    assert not any(b"BATTERY_SECRET" in k for k in posix.environ)
+
+
+def test_host_daemon_sockets_are_out_of_reach():
+    assert os.path.exists("/var/tmp/battery-host.sock")
+    with pytest.raises(PermissionError):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect("/var/tmp/battery-host.sock")
+        s.recv(100)
+    with pytest.raises(OSError):
+        socket.socket(40, socket.SOCK_STREAM)  # AF_VSOCK: the hypervisor's side
+
+
+def test_only_harmless_devices():
+    assert sorted(os.listdir("/dev")) == sorted([
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "fd", "stdin",
+        "stdout", "stderr", "shm"])
+
+
+@pytest.mark.isolated(memory="64M")
+def test_stdout_cannot_fill_the_host_disk():
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    libc.fallocate(1, 0, 0, 4 * 2**30)  # 4 GiB of "output", charged to this test
+
+
+def test_cannot_end_the_run():
+    pytest.exit("all good", returncode=0)
