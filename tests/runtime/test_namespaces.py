@@ -331,3 +331,25 @@ def test_loopback_up_by_ioctl_and_by_the_netlink_fallback(refuse_ioctl):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _dev_listing():
+    return sorted(os.listdir("/dev")), os.path.exists("/dev/kmsg")
+
+
+def test_a_minimal_dev_by_default_and_the_hosts_on_request(run):
+    from pytest_isolate.runtime import Config
+
+    listing, kmsg = run(_dev_listing).value
+    assert listing == sorted(["null", "zero", "full", "random", "urandom", "tty", "pts",
+                              "ptmx", "fd", "stdin", "stdout", "stderr", "shm"])
+    assert not kmsg
+    listing, kmsg = run(_dev_listing, Config(devices="host")).value
+    assert kmsg == os.path.exists("/dev/kmsg") and len(listing) > 13
+
+
+def test_devices_setting_is_checked():
+    from pytest_isolate.runtime import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="devices"):
+        Config(devices="all")
