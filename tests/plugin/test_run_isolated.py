@@ -337,6 +337,7 @@ def peek():
     return None if module is None else module.SECRET_IN_MEMORY["answer key"]
 
 
+@pytest.mark.isolated(False)  # a fork's memory is the pytest process's
 def test_a_fresh_interpreter_cannot_read_the_callers_memory(run_isolated):
     SECRET_IN_MEMORY["answer key"] = "changed at run time"
     try:
@@ -348,6 +349,7 @@ def test_a_fresh_interpreter_cannot_read_the_callers_memory(run_isolated):
         SECRET_IN_MEMORY["answer key"] = "only-in-the-callers-memory"
 
 
+@pytest.mark.isolated(False)  # a fork's memory is the pytest process's
 def test_untrusted_calls_are_fresh_by_default(run_isolated):
     SECRET_IN_MEMORY["answer key"] = "changed at run time"
     try:
