@@ -12,10 +12,9 @@ the new PID namespace) and the payload P (I's child)::
          --- go --------->  setresuid(0)
                             fork -----------------> pdeathsig
          <-- init {pid} --
-    place I in cgroups
          --- go ----------------------------------> mounts, /proc, tmpfs,
-                                                    ro root, masked paths,
-                                                    hostname, lo up
+    place I in cgroups (meanwhile)                  /dev, ro root, masked
+                                                    paths, hostname, lo up
          <-- ready --------------------------------
     prestart hooks
          --- process {size} + stdio fds ----------> read the process
