@@ -50,8 +50,6 @@ __all__ = [
 
 DEFAULT_MAX_OUTPUT = 1 << 20
 MAX_ANSWER = 512 * 2**20
-SETTING_NAMES = ("memory", "pids", "cpu", "timeout", "network", "seccomp", "readonly",
-                 "hostname", "env", "capabilities", "user", "profile")
 
 
 class RunIsolatedError(Exception):
