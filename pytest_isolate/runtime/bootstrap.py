@@ -12,9 +12,10 @@ the new PID namespace) and the payload P (I's child)::
          --- go --------->  setresuid(0)
                             fork -----------------> pdeathsig
          <-- init {pid} --
+    place I in cgroups
          --- go ----------------------------------> mounts, /proc, tmpfs,
-    place I in cgroups (meanwhile)                  /dev, ro root, masked
-                                                    paths, hostname, lo up
+                                                    ro root, masked paths,
+                                                    hostname, lo up
          <-- ready --------------------------------
     prestart hooks
          --- process {size} + stdio fds ----------> read the process

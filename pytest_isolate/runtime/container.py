@@ -215,10 +215,6 @@ class Container:
             init_pid = int(msg["pid"])
             self._pidfd = os.pidfd_open(init_pid)
             st = self._state
-            # The init sets up the filesystem while the host moves it into its cgroups
-            # (a move can wait for an RCU grace period); the payload is forked from it
-            # only after "ready" and the move, so it starts inside them.
-            send_msg(host_sock, {"t": "go"})
             if self._cgroups is not None:
                 with _step("cgroups"), trace.span("host:cgroups add init"):
                     self._cgroups.add(init_pid)
@@ -229,6 +225,7 @@ class Container:
             st.cwd = self._cwd(process)
             st.owner_pid = host_pid
             st.owner_start_time = linux.proc_start_time(host_pid)
+            send_msg(host_sock, {"t": "go"})
             with trace.span("host:wait for filesystem, hostname, loopback"):
                 self._expect(run, ("ready",), deadline)
             with trace.span("host:save state"):
