@@ -297,6 +297,8 @@ class IsolateState:
             kwargs.update({k: v for k, v in mark.kwargs.items() if k != "enabled"})
         if not enabled:
             result = None
+        elif not kwargs:  # the run's settings: one object shared by every such test
+            result = self.base
         else:
             try:
                 for name, value in kwargs.items():

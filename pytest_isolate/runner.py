@@ -228,8 +228,10 @@ class _Box:
             # JSON has no tuples; pytest expects them in these two places
             if isinstance(report.longrepr, list):
                 report.longrepr = tuple(report.longrepr)
-            path, lineno, domain = report.location
-            report.location = (path, lineno, domain)
+            # the host's own strings, not copies, in what pytest keeps of every report
+            report.location = self.item.location
+            report.nodeid = self.item.nodeid
+            report.keywords = {sys.intern(k): v for k, v in report.keywords.items()}
             for name in msg.get("dropped", []):
                 self.state.warn_once(f"dropped:{name}",
                                      f"report attribute {str(name)!r} set in an isolated test "
@@ -355,6 +357,12 @@ class _Box:
         complete = "teardown" in self.reports
         if status.timed_out:
             return f"timed out after {settings.timeout:g} s"
+        if status.oom_killed and not self.started and status.memory_limit is not None:
+            from .runtime.units import format_size
+
+            return (f"memory={format_size(status.memory_limit)} is below what the container "
+                    "needs to start (the OOM killer ended it before the test began): raise "
+                    "the limit")
         if status.oom_killed:
             return status.describe()  # "memory limit 64M exceeded (OOM kill), peak 63.9M"
         if status.result_error and "exited with status" not in status.result_error:
