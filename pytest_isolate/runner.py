@@ -120,6 +120,33 @@ def _memory_file(name: str) -> Any:
     return os.fdopen(os.memfd_create(name, os.MFD_CLOEXEC), "w+b")
 
 
+class ConfigProblem(Exception):
+    """The container's Config could not be made; the message says why."""
+
+
+def container_config(item: pytest.Item, settings: Settings) -> Any:
+    """The runtime Config of a container for ``item`` with ``settings``: the settings'
+    own, with the mounts the item needs, passed through the pytest_isolate_config hook.
+    Raises :class:`ConfigProblem` naming what went wrong."""
+    from .plugin import settings_to_config
+    from .runtime import Config
+
+    try:
+        cfg = settings_to_config(settings, _mounts(item, settings))
+    except Exception as e:
+        raise ConfigProblem(f"invalid isolation settings: {e}") from None
+    try:
+        cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
+    except Exception as e:
+        raise ConfigProblem(f"the pytest_isolate_config hook failed: "
+                            f"{type(e).__name__}: {e}") from None
+    if not isinstance(cfg, Config):
+        raise ConfigProblem("the pytest_isolate_config hook returned "
+                            f"{type(cfg).__name__}, not a pytest_isolate.runtime.Config "
+                            "(return dataclasses.replace(config, ...) or None)")
+    return cfg
+
+
 def _attach_usage(report: pytest.TestReport, status: ExitStatus | None, wall: float) -> None:
     """The container's usage, on the test's last report: as ``report.isolate_usage``
     (a dict, for other plugins) and as ``isolate_*`` user properties (junitxml)."""
@@ -175,13 +202,11 @@ class _Box:
     def _answer(self, reply: dict[str, Any]) -> None:
         """Write one answer to the test's link; a test that stops reading is not
         waited for beyond its own deadline."""
-        import json
         import select
 
-        from .runtime.channel import HEADER, KIND_JSON, MAGIC
+        from .runtime.channel import KIND_JSON, frame
 
-        body = json.dumps(reply).encode()
-        data = memoryview(HEADER.pack(MAGIC, KIND_JSON, len(body)) + body)
+        data = memoryview(frame(KIND_JSON, json.dumps(reply).encode()))
         while data:
             wait = None if self.deadline is None else self.deadline - time.monotonic()
             if wait is not None and wait <= 0:
@@ -229,8 +254,6 @@ class _Box:
             if isinstance(report.longrepr, list):
                 report.longrepr = tuple(report.longrepr)
             # the host's own strings, not copies, in what pytest keeps of every report
-            report.location = self.item.location
-            report.nodeid = self.item.nodeid
             report.keywords = {sys.intern(k): v for k, v in report.keywords.items()}
             for name in msg.get("dropped", []):
                 self.state.warn_once(f"dropped:{name}",
@@ -269,27 +292,15 @@ class _Box:
     # -- running -----------------------------------------------------------------
 
     def run(self, settings: Settings) -> None:
-        from .plugin import settings_to_config
-        from .runtime import DEVNULL, Config, IsolateError, Process
+        from .runtime import DEVNULL, IsolateError, Process
 
         item = self.item
         self.may_stop_run = settings.may_stop_run
         try:
             with trace.span("plugin:settings to config"):
-                cfg = settings_to_config(settings, _mounts(item, settings))
-        except Exception as e:
-            self._report_crash(f"invalid isolation settings: {e}", None)
-            return
-        try:
-            cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
-        except Exception as e:
-            self._report_crash(f"the pytest_isolate_config hook failed: "
-                               f"{type(e).__name__}: {e}", None)
-            return
-        if not isinstance(cfg, Config):
-            self._report_crash("the pytest_isolate_config hook returned "
-                               f"{type(cfg).__name__}, not a pytest_isolate.runtime.Config "
-                               "(return dataclasses.replace(config, ...) or None)", None)
+                cfg = container_config(item, settings)
+        except ConfigProblem as e:
+            self._report_crash(str(e), None)
             return
         link_r, self.link_w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(self.link_w, False)
@@ -454,8 +465,9 @@ def _checked_report_data(data: Any, item: pytest.Item) -> dict[str, Any]:
         raise ValueError("longrepr too large")
     if isinstance(longrepr, str) and len(longrepr) > MAX_LONGREPR:
         data["longrepr"] = longrepr[:MAX_LONGREPR]
-    path, lineno, domain = item.location
-    data["location"] = [path, lineno, domain]
+    # the host's own values (and strings: not copies in every report pytest keeps)
+    data["location"] = item.location
+    data["nodeid"] = item.nodeid
     return data
 
 

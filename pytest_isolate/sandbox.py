@@ -244,9 +244,8 @@ def execute(state: IsolateState, item: pytest.Item, request: Mapping[str, Any],
     """Run one request in a fresh container on this host and return the answer
     (JSON data). ``deadline`` (monotonic) is when the calling test's own container is
     killed: the call's timeout ends then at the latest."""
-    from .plugin import settings_to_config
-    from .runner import _mounts
-    from .runtime import DEVNULL, PIPE, Config, IsolateError, Process
+    from .runner import ConfigProblem, container_config
+    from .runtime import DEVNULL, PIPE, IsolateError, Process
 
     settings = resolve_call_settings(state, item, request["settings"])
     timeout = settings.timeout
@@ -257,11 +256,7 @@ def execute(state: IsolateState, item: pytest.Item, request: Mapping[str, Any],
         if timeout is None or timeout > left:
             timeout = left
     try:
-        cfg = settings_to_config(settings, _mounts(item, settings))
-        cfg = item.ihook.pytest_isolate_config(item=item, config=cfg)
-        if not isinstance(cfg, Config):
-            raise RunIsolatedError("the pytest_isolate_config hook returned "
-                                   f"{type(cfg).__name__}, not a Config")
+        cfg = container_config(item, settings)
         fresh = request.get("fresh")
         if fresh is None:  # code nobody vouches for must not see the caller's memory
             fresh = settings.hide_home
@@ -269,7 +264,7 @@ def execute(state: IsolateState, item: pytest.Item, request: Mapping[str, Any],
                           env=dict(settings.env), stdin=DEVNULL, stdout=PIPE, stderr=PIPE,
                           timeout=timeout, max_output=int(request["max_output"]),
                           max_result_size=MAX_ANSWER // 2, fresh=bool(fresh))
-    except (IsolateError, ValueError, OSError) as e:
+    except (ConfigProblem, IsolateError, ValueError, OSError) as e:
         raise RunIsolatedError(f"run_isolated(): {e}") from None
     container = None
     started = time.monotonic()

@@ -54,7 +54,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from . import capabilities, linux, network, trace
-from .channel import KIND_JSON, KIND_PICKLE, recv_msg, send_msg, write_frame
+from .channel import KIND_JSON, KIND_PICKLE, recv_msg, send_msg, write_all, write_frame
 from .config import Config, Mount, parse_user
 from .process import MAX_EXTRA_FILES
 
@@ -486,7 +486,7 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
             # the call goes to a new interpreter: the pickled call in a memfd it
             # inherits, made now while every system call is still allowed
             call_fd = os.memfd_create("isolate-call", 0)
-            _write_all(call_fd, spec["target"])
+            write_all(call_fd, spec["target"])
             os.lseek(call_fd, 0, os.SEEK_SET)
             os.set_inheritable(result_fd, True)
             env[FRESH_ENV] = f"{call_fd},{result_fd},{int(bool(spec.get('trusted')))}"
@@ -597,12 +597,6 @@ def fresh_main() -> NoReturn:
         code = _call({"target": b"".join(chunks), "trusted": bool(trusted)}, result_fd)
     finally:
         os._exit(code)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def _forget_host_environment(env: dict[str, str]) -> None:

@@ -23,8 +23,8 @@ import socket
 import struct
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_FRAME", "ChannelError", "FrameReader", "recv_msg", "send_msg",
-           "write_frame"]
+__all__ = ["DEFAULT_MAX_FRAME", "ChannelError", "FrameReader", "frame", "recv_msg",
+           "send_msg", "write_all", "write_frame"]
 
 MAGIC = b"PI"
 HEADER = struct.Struct(">2scxI")
@@ -38,11 +38,20 @@ class ChannelError(Exception):
     """The peer sent something that is not a well-formed frame or message."""
 
 
+def frame(kind: bytes, payload: bytes) -> bytes:
+    """One frame: header and payload."""
+    return HEADER.pack(MAGIC, kind, len(payload)) + payload
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a blocking ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_frame(fd: int, kind: bytes, payload: bytes) -> None:
-    data = memoryview(HEADER.pack(MAGIC, kind, len(payload)) + payload)
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+    write_all(fd, frame(kind, payload))
 
 
 class FrameReader:

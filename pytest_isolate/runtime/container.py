@@ -34,6 +34,7 @@ from .channel import (
     FrameReader,
     recv_msg,
     send_msg,
+    write_all,
 )
 from .config import Config, Rlimit, parse_user
 from .errors import (
@@ -235,7 +236,7 @@ class Container:
             fds, child_fds = self._payload_fds(run)
             socket.send_fds(host_sock, [json.dumps({"t": "process",
                                                     "size": len(spec_bytes)}).encode()], fds)
-            _write_all(init_w, spec_bytes)
+            write_all(init_w, spec_bytes)
             os.close(init_w)
             init_w = -1
             _close_all(child_fds)
@@ -1056,13 +1057,6 @@ def _readable(fd: int | socket.socket, timeout: float) -> bool:
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
         return bool(sel.select(timeout))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
 
 
 def _close_all(fds: list[int]) -> None:
