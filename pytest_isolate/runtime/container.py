@@ -184,6 +184,7 @@ class Container:
             spec_bytes = self._pickle_spec(process)
         with trace.span("host:create cgroups"):
             self._cgroups = self._make_cgroups()
+        join_fds = self._open_join_files()
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         init_r, init_w = os.pipe()
         _flush_std()
@@ -195,12 +196,13 @@ class Container:
                 trace.mark("host:fork (child side)", t_fork)
                 host_sock.close()
                 os.close(init_w)
-                bootstrap_main(cfg, child_sock, init_r, host_pid)
+                bootstrap_main(cfg, child_sock, init_r, host_pid, join_fds)
             finally:
                 os._exit(1)
         trace.mark("host:fork", t_fork)
         child_sock.close()
         os.close(init_r)
+        _close_all(join_fds)
         run = _Running(process, True, host_sock, pid, None, FrameReader())
         self._initial = run
         child_fds: list[int] = []
@@ -217,8 +219,9 @@ class Container:
             self._pidfd = os.pidfd_open(init_pid)
             st = self._state
             if self._cgroups is not None:
-                with _step("cgroups"), trace.span("host:cgroups add init"):
-                    self._cgroups.add(init_pid)
+                if not join_fds:  # else the init joins them itself
+                    with _step("cgroups"), trace.span("host:cgroups add init"):
+                        self._cgroups.add(init_pid)
                 st.cgroup_paths = self._cgroups.paths()
             st.init_pid = init_pid
             st.init_start_time = linux.proc_start_time(init_pid)
@@ -226,7 +229,8 @@ class Container:
             st.cwd = self._cwd(process)
             st.owner_pid = host_pid
             st.owner_start_time = linux.proc_start_time(host_pid)
-            send_msg(host_sock, {"t": "go"})
+            if not join_fds:
+                send_msg(host_sock, {"t": "go"})
             with trace.span("host:wait for filesystem, hostname, loopback"):
                 self._expect(run, ("ready",), deadline)
             with trace.span("host:save state"):
@@ -317,6 +321,21 @@ class Container:
         return process
 
     # -------------------------------------------------------- start helpers
+
+    def _open_join_files(self) -> list[int]:
+        """The cgroup files the init joins its cgroups through (see
+        ``Manager.join_files``), opened here, where the permission is checked; empty
+        when the host must move the init itself."""
+        paths = self._cgroups.join_files() if self._cgroups is not None else None
+        fds: list[int] = []
+        try:
+            for path in paths or ():
+                fds.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+        except OSError as e:
+            _close_all(fds)
+            self._destroy_cgroups()
+            raise SetupError("cgroups", f"cannot open {path}: {e.strerror}", e.errno) from None
+        return fds
 
     def _make_cgroups(self) -> Any:
         """The container's cgroups, created with their limits before anything joins;

@@ -411,6 +411,9 @@ def test_hybrid_uses_v2_for_what_only_the_unified_hierarchy_has(tmp_path):
     assert m.first.paths()["memory"] == str(v1 / "memory/process_api/0cae60e8e630b89c2820"
                                                  "ecfe52c32ad7/pytest-isolate/c1")
     assert m.paths()["unified"] == str(unified.root / "pytest-isolate/c1")
+    # its v2 half needs a whole-process move, so the host moves the init (both halves)
+    assert m.join_files() is None
+    assert sorted(m.first.join_files()) == sorted(f"{d}/tasks" for d in m.first.paths().values())
 
 
 DELEGATED = "/user.slice/user-1000.slice/user@1000.service/app.slice/x.scope"
@@ -818,3 +821,11 @@ def test_core_files_on_the_real_unified_hierarchy(children):
     finally:
         m.destroy()
     assert not os.path.exists(os.path.dirname(d))
+
+
+def test_v2_processes_are_moved_by_the_host_not_by_themselves(tmp_path, fake):
+    """A v2 process cannot move only itself across cgroups (cgroup.threads works only
+    inside a threaded subtree), so the v2 manager offers no join files: the container
+    moves its init with add(), through cgroup.procs."""
+    m = new_manager("c1", Resources(pids=16), layout=fake.layout(tmp_path, "/"), ops=fake)
+    assert m.join_files() is None

@@ -333,3 +333,33 @@ def test_the_same_id_in_two_factories(tmp_path):
         ca.start(Process(["sleep", "30"]))
         cb.start(Process(["sleep", "30"]))
         assert ca.stats()["pids_current"] == cb.stats()["pids_current"] == 2
+
+
+def _own_cgroups():
+    with open("/proc/self/cgroup") as f:
+        return {c: path for line in f for _, cs, path in [line.rstrip("\n").split(":", 2)]
+                for c in cs.split(",")}
+
+
+def test_the_init_joins_its_v1_cgroups_itself(factory, monkeypatch):
+    """On v1 the host never moves the init (that costs an RCU grace period): the init
+    writes 0 to the tasks files the host opened, before anything else, so the payload
+    and its usage are the container's."""
+    from pytest_isolate.runtime.cgroups import V1Manager
+
+    def no_host_move(self, pid):
+        raise AssertionError("the host moved the init")
+
+    monkeypatch.setattr(V1Manager, "add", no_host_move)
+    cfg = Config(resources=Resources(memory="256M", pids=32))
+    with factory.create("selfjoin", cfg) as c:
+        st = c.run(Process(target=_own_cgroups))
+        paths = c.state().cgroup_paths
+    assert st.ok, st.describe()
+    assert {"memory", "pids"} <= set(paths)
+    for controller in ("memory", "pids"):
+        # the path the payload sees ends with the container's own cgroup directory
+        assert paths[controller].endswith(st.value[controller]), (controller, st.value)
+        assert st.value[controller].rstrip("/").split("/")[-1] == \
+            os.path.basename(paths[controller])
+    assert st.stats["pids_peak"] >= 2 and st.stats["memory_limit"] == 256 * 2**20

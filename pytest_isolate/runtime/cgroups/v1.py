@@ -274,6 +274,9 @@ class V1Manager(Manager):
                 raise CgroupError(f"cannot move process {pid} into cgroup {d}: {why}",
                                   path=d, errno=e.errno) from None
 
+    def join_files(self) -> list[str] | None:
+        return [os.path.join(d, "tasks") for d in self._unique_dirs()]
+
     def pids(self) -> list[int]:
         found: set[int] = set()
         for d in self._unique_dirs():
