@@ -97,6 +97,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(UsageStats(n), "isolate-usage-stats")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The last tests' containers are finished off before anything looks at the host."""
+    state = session.config.stash.get(STATE, None)
+    if state is not None:
+        state.reap_retired()
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None:
@@ -238,6 +246,7 @@ class IsolateState:
         self._factory: Any = None
         self._counter = 0
         self._warned: set[str] = set()
+        self.retired: list[Any] = []
         _remove_dead_workdirs()
         self.workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
 
@@ -261,6 +270,27 @@ class IsolateState:
             self._factory = Factory()
             self._factory.gc()  # containers left by an earlier run that was killed
         return self._factory
+
+    def retire(self, container: Any) -> None:
+        """A container whose payload has ended, to be destroyed a little later (see
+        ``Container.wait(reap=False)``): its processes are already killed."""
+        self.retired.append(container)
+
+    def reap_retired(self) -> None:
+        """Destroy the retired containers (their init reaped, cgroups and state
+        removed). Called while the next test runs, and at the end of the session."""
+        if not self.retired:
+            return
+        from .runtime import trace
+
+        while self.retired:
+            container = self.retired.pop()
+            with trace.span("plugin:destroy"):  # deferred, so mostly bookkeeping
+                try:
+                    container.destroy()
+                except Exception as e:  # reported; never the next test's failure
+                    self.warn_once(f"destroy:{type(e).__name__}",
+                                   f"removing a finished test's container failed: {e}")
 
     def next_id(self) -> str:
         self._counter += 1
@@ -352,6 +382,7 @@ class IsolateState:
     def close(self) -> None:
         import shutil
 
+        self.reap_retired()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

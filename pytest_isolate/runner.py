@@ -328,7 +328,10 @@ class _Box:
             container.start(process)
             os.close(link_r)
             link_r = -1
-            status = container.wait()
+            # the previous test's container is finished off while this one's payload
+            # runs: the host would only wait for the container's side otherwise
+            self.state.reap_retired()
+            status = container.wait(reap=False)
         except (IsolateError, ValueError, OSError, OverflowError) as e:
             failure = f"could not run the test in a container: {e}"
         finally:
@@ -337,8 +340,11 @@ class _Box:
                 os.close(link_r)
             child.ITEMS.pop(item.nodeid, None)
             if container is not None:
-                with trace.span("plugin:destroy"):
-                    container.destroy()
+                if status is not None:
+                    self.state.retire(container)  # all killed; the rest is bookkeeping
+                else:
+                    with trace.span("plugin:destroy"):
+                        container.destroy()
             self.container = None
         self.status = status
         if item.config.getoption("capture", "fd") == "no":

@@ -258,6 +258,13 @@ def _init_loop(cfg: Config, sock: socket.socket, init_r: int) -> int:
                 break
             if pid == payload:
                 status = st
+    # The payload's end is the container's: everything else in it is killed before
+    # the host hears of it, so a host that moves on at once (wait(reap=False)) leaves
+    # nothing running, though the kernel may still be tearing the namespaces down.
+    try:
+        os.kill(-1, signal.SIGKILL)  # from PID 1: every process of its namespace
+    except ProcessLookupError:
+        pass
     send_msg(sock, {"t": "exit", "status": status})
     return 0
 

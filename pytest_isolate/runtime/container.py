@@ -206,14 +206,20 @@ class Container:
         run = _Running(process, True, host_sock, pid, None, FrameReader())
         self._initial = run
         child_fds: list[int] = []
+        ready = ("ready",) if join_fds else ()
         try:
             deadline = time.monotonic() + SETUP_TIMEOUT
             with trace.span("host:wait for unshare and init"):
-                msg = self._expect(run, ("idmap", "init"), deadline)
+                msg = self._expect(run, ("idmap", "init", *ready), deadline)
             if msg["t"] == "idmap":
                 with _step("write uid/gid maps"):
                     self._write_id_maps(int(msg["pid"]))
                 send_msg(host_sock, {"t": "go"})
+                msg = self._expect(run, ("init", *ready), deadline)
+            # An init that joins its cgroups itself goes on without the host and may
+            # be ready before the bootstrap has said which pid it got.
+            ready_early = msg["t"] == "ready"
+            if ready_early:
                 msg = self._expect(run, ("init",), deadline)
             init_pid = int(msg["pid"])
             self._pidfd = os.pidfd_open(init_pid)
@@ -231,8 +237,9 @@ class Container:
             st.owner_start_time = linux.proc_start_time(host_pid)
             if not join_fds:
                 send_msg(host_sock, {"t": "go"})
-            with trace.span("host:wait for filesystem, hostname, loopback"):
-                self._expect(run, ("ready",), deadline)
+            if not ready_early:
+                with trace.span("host:wait for filesystem, hostname, loopback"):
+                    self._expect(run, ("ready",), deadline)
             with trace.span("host:save state"):
                 self._save()
             run_hooks("prestart", cfg.hooks.prestart, st)
@@ -579,23 +586,36 @@ class Container:
 
     # ---------------------------------------------------------------- waiting
 
-    def wait(self, timeout: float | None = None) -> ExitStatus:
+    def wait(self, timeout: float | None = None, *, reap: bool = True) -> ExitStatus:
         """Wait for the payload to end; the container is then stopped.
 
         ``timeout`` raises :class:`WaitTimeout` and leaves the container running;
         ``Process(timeout=...)`` is the one that kills.
+
+        ``reap=False`` returns as soon as the payload has ended and its results are
+        in. Every other process of the container has been sent SIGKILL by then (the
+        init does that before it reports the payload's end), but the kernel may still
+        be tearing the namespaces down: :meth:`destroy` waits for the rest, so a
+        caller can do other work meanwhile.
         """
         self._require_attached("wait")
         check_transition(self.id, self._state.status, "wait")
         if self._initial is None or self._initial.process._key is None:
             raise ContainerError(f"container {self.id!r} has no payload to wait for")
         with trace.span("host:wait (payload runs, container ends)"):
-            return self._wait_process(self._initial.process._key, timeout)
+            return self._wait_process(self._initial.process._key, timeout, reap=reap)
 
-    def _wait_process(self, key: int, timeout: float | None) -> ExitStatus:
+    def _wait_process(self, key: int, timeout: float | None, reap: bool = True) -> ExitStatus:
         run = self._procs[key]
         if run.exit is not None:
             return run.exit
+        if not run.initial:
+            reap = True
+
+        def ended() -> bool:
+            return run.monitor_done or (not reap and run.payload_status is not None
+                                        and run.result_fd is None)
+
         end = None if timeout is None else time.monotonic() + timeout
         sel = selectors.DefaultSelector()
         try:
@@ -605,7 +625,7 @@ class Container:
                 sel.register(run.result_fd, selectors.EVENT_READ, "result")
             for fd in run.captures:
                 sel.register(fd, selectors.EVENT_READ, "capture")
-            while not run.monitor_done:
+            while not ended():
                 now = time.monotonic()
                 if run.deadline is not None and now >= run.deadline and not run.timed_out:
                     run.timed_out = True
@@ -630,7 +650,7 @@ class Container:
                             sel.unregister(skey.fd)
         finally:
             sel.close()
-        return self._finish(run)
+        return self._finish(run, reap)
 
     def _read_sync(self, run: _Running) -> None:
         try:
@@ -738,10 +758,12 @@ class Container:
                 return False
             cap.add(chunk)
 
-    def _finish(self, run: _Running) -> ExitStatus:
+    def _finish(self, run: _Running, reap: bool = True) -> ExitStatus:
         """Collect what is left once the process (and, for the payload, the container)
-        has ended, and build its ExitStatus."""
-        self._reap(run)
+        has ended, and build its ExitStatus. ``reap=False``: the payload has ended, the
+        monitor is reaped later, by destroy()."""
+        if reap:
+            self._reap(run)
         if run.result_fd is not None:
             while run.result_fd is not None:
                 before = run.result_fd
@@ -774,7 +796,7 @@ class Container:
             result = ExitStatus.from_wait_status(status, **extra)
         run.exit = result
         if run.initial:
-            self._stopped(result)
+            self._stopped(result, keep_pidfd=not reap)
         if run.callback_error is not None:
             err, run.callback_error = run.callback_error, None
             raise err
@@ -807,13 +829,13 @@ class Container:
                 pass
             run.monitor_pid = 0
 
-    def _stopped(self, result: ExitStatus) -> None:
+    def _stopped(self, result: ExitStatus, keep_pidfd: bool = False) -> None:
         st = self._state
         st.status = Status.STOPPED
         st.finished = time.time()
         st.exit = {"exit_code": result.exit_code, "signal": result.signal,
                    "timed_out": result.timed_out, "oom_killed": result.oom_killed}
-        if self._pidfd is not None:
+        if self._pidfd is not None and not keep_pidfd:
             os.close(self._pidfd)
             self._pidfd = None
         # the other processes run in the container are gone with it
@@ -981,6 +1003,14 @@ class Container:
                 self._wait_process(self._initial.process._key, None)
             else:
                 self._wait_gone()
+        run = self._initial
+        if run is not None and not run.monitor_done:  # wait(reap=False): finish the end
+            with trace.span("host:reap the init"):
+                try:
+                    self._signal_init(_signal.SIGKILL)  # ends at once if it has not yet
+                except ProcessLookupError:
+                    pass  # it had
+                self._reap(run)
         with trace.span("host:destroy cgroups"):
             self._destroy_cgroups()
         if started:

@@ -266,3 +266,48 @@ def test_default_root(monkeypatch):
                               else default_root())
     f = Factory()
     assert os.path.isdir(f.root)
+
+
+def _leave_a_sleeper(path):
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)  # not waited for
+    with open(path, "w") as f:
+        f.write(str(proc.pid))
+    return 7
+
+
+def _host_pids_of_ns(ns):
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                    found.append(int(name))
+            except OSError:
+                pass
+    return found
+
+
+def test_wait_without_reaping_returns_at_the_payloads_end_with_the_rest_killed(factory):
+    """wait(reap=False): the payload's status and result at once; every other process
+    of the container already has SIGKILL pending (the init sends it before reporting),
+    and destroy() finishes the end: init reaped, cgroups and state removed."""
+    c = factory.create("noreap", Config(cgroups="required"))
+    c.start(Process(target=_leave_a_sleeper, args=("/tmp/sleeper.pid",)))
+    ns = os.readlink(f"/proc/{c.state().init_pid}/ns/pid")
+    st = c.wait(reap=False)
+    assert st.ok and st.value == 7, st.describe()
+    assert st.stats is not None and st.stats["pids_peak"] >= 3  # init, payload, sleeper
+    assert c.state().status is Status.STOPPED
+    # what is left of the namespace is dying: no process of it gets to run again
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        alive = [p for p in _host_pids_of_ns(ns)
+                 if open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        if not alive:
+            break
+        time.sleep(0.01)
+    assert not alive, f"still running after the payload ended: {alive}"
+    paths = c.state().cgroup_paths
+    c.destroy()
+    assert factory.list() == [] and not any(os.path.exists(p) for p in paths.values())
+    assert not _host_pids_of_ns(ns)

@@ -363,3 +363,23 @@ def test_the_init_joins_its_v1_cgroups_itself(factory, monkeypatch):
         assert st.value[controller].rstrip("/").split("/")[-1] == \
             os.path.basename(paths[controller])
     assert st.stats["pids_peak"] >= 2 and st.stats["memory_limit"] == 256 * 2**20
+
+
+def test_an_init_may_be_ready_before_its_pid_is_reported(factory, monkeypatch):
+    """The self-joining init does not wait for the host: its "ready" can overtake the
+    bootstrap's "init" message (a race seen under load), and the start must not care."""
+    from pytest_isolate.runtime import bootstrap
+
+    real = bootstrap.send_msg
+
+    def late_init(sock, msg):
+        if msg.get("t") == "init":
+            time.sleep(0.3)  # the init is ready long before this
+        real(sock, msg)
+
+    monkeypatch.setattr(bootstrap, "send_msg", late_init)  # the forks inherit it
+    with factory.create("late", Config(resources=Resources(pids=32))) as c:
+        st = c.run(Process(target=_own_cgroups))
+        paths = c.state().cgroup_paths
+    assert st.ok, st.describe()
+    assert paths["pids"].endswith(st.value["pids"])
