@@ -283,6 +283,7 @@ def detect(mountinfo_path: str = "/proc/self/mountinfo",
     """Probe the host's cgroup layout once (cached per pair of paths).
 
     The paths are injectable so tests can describe other hosts. Call
-    ``detect.cache_clear()`` to probe again (after moving this process, say).
+    ``detect.cache_clear()`` to probe again (after moving this process, say), or
+    ``detect.__wrapped__()`` for a fresh look that leaves the cache alone.
     """
     return _probe(str(mountinfo_path), str(cgroup_path))
