@@ -24,13 +24,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 HOST_FIXTURES = {"factory", "run", "pytester"}
 
 
+ROOT_ONLY = ("tests/runtime/", "tests/plugin/", "tests/battery/")
+ROOTLESS_ONLY = ("tests/rootless/",)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that create containers, or drive capabilities, seccomp and cgroups
-    directly, need the host: under ``pytest --isolate`` they opt out of isolation."""
+    directly, need the host: under ``pytest --isolate`` they opt out of isolation.
+
+    The suite runs twice in CI: as root (everything but tests/rootless), and as an
+    unprivileged user (tests/rootless and what needs no root)."""
+    root = os.geteuid() == 0
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if item.get_closest_marker("host") or names & HOST_FIXTURES:
             item.add_marker(pytest.mark.isolated(False))
+        where = item.nodeid
+        if not root and where.startswith(ROOT_ONLY):
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs root, and this process is uid {os.geteuid()}: "
+                       f"{where.split('/')[1]} tests drive cgroups v1, capabilities and "
+                       "other uids as root (tests/rootless covers the rootless path)"))
+        elif root and where.startswith(ROOTLESS_ONLY):
+            item.add_marker(pytest.mark.skip(
+                reason="needs a process that is not root (the rootless path); .ci/run "
+                       "runs tests/rootless again as an unprivileged user"))
 
 
 @pytest.fixture(autouse=True)

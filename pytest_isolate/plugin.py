@@ -22,6 +22,7 @@ from .settings import (
     check_setting,
     resolve,
 )
+from .support import POLICIES, Support, policy_for
 
 STATE = pytest.StashKey["IsolateState"]()
 OTHER_TIMEOUT = pytest.StashKey[float]()
@@ -54,8 +55,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="N",
                     help="at the end, list the N isolated tests (default 10; 0 for all) "
                          "with the highest peak memory and CPU time")
+    group.addoption("--isolate-unsupported", choices=POLICIES, default=None,
+                    help="when this host cannot give a test what it asks for (no "
+                         "namespaces, no cpu cgroup, no seccomp): error (stop before any "
+                         "test), warn (run without it) or skip; default: error for what "
+                         "you asked for, warn for a profile's defaults "
+                         "(ini: isolate_unsupported)")
     parser.addini("isolate", "run every test in its own container", type="bool",
                   default=False)
+    parser.addini("isolate_unsupported", "error, warn or skip: see --isolate-unsupported",
+                  type="string", default=None)
     for name, text in SETTINGS.items():
         if name == "env":
             parser.addini("isolate_env", text, type="linelist", default=[])
@@ -95,6 +104,32 @@ def pytest_configure(config: pytest.Config) -> None:
         from .stats import UsageStats
 
         config.pluginmanager.register(UsageStats(n), "isolate-usage-stats")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    state = config.stash.get(STATE, None)
+    if state is not None and not child.in_container():
+        state.apply_unsupported_policy(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: the workers get this process's probe instead of probing again."""
+    state = node.config.stash.get(STATE, None)
+    if state is not None:
+        node.workerinput["isolate_support"] = state.support.to_json()
+
+
+def _unsupported_policy(config: pytest.Config) -> str | None:
+    value = config.getoption("isolate_unsupported", None) or config.getini(
+        "isolate_unsupported")
+    if value in (None, ""):
+        return None
+    if value not in POLICIES:
+        raise SettingError("unsupported", value, "ini file", "error, warn or skip")
+    return str(value)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -247,6 +282,8 @@ class IsolateState:
         self._counter = 0
         self._warned: set[str] = set()
         self.retired: list[Any] = []
+        self._support: Support | None = None
+        self.unsupported = _unsupported_policy(config)
         _remove_dead_workdirs()
         self.workdir = tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
 
@@ -270,6 +307,59 @@ class IsolateState:
             self._factory = Factory()
             self._factory.gc()  # containers left by an earlier run that was killed
         return self._factory
+
+    @property
+    def support(self) -> Support:
+        """What this host gives isolated tests: probed once per session (an xdist
+        worker gets its controller's probe)."""
+        if self._support is None:
+            given = getattr(self.config, "workerinput", {}).get("isolate_support")
+            if given is not None:
+                self._support = Support.from_json(given)
+            else:
+                from .runtime.probe import probe
+
+                self._support = Support.from_probe(probe())
+        return self._support
+
+    def apply_unsupported_policy(self, items: list[pytest.Item]) -> None:
+        """Decide, before any test runs, what becomes of isolated tests that ask for
+        what this host cannot give (see ``support``): one message per capability."""
+        if not any(isinstance(self.settings_for(i), Settings) for i in items):
+            return  # nothing isolated: no need to probe the host
+        errors: dict[str, tuple[Any, int]] = {}
+        for item in items:
+            settings = self.settings_for(item)
+            if not isinstance(settings, Settings):
+                continue
+            gaps = self.support.gaps(settings)
+            for gap in gaps:
+                policy = policy_for(gap, self.unsupported)
+                if policy == "error":
+                    errors[gap.key] = (gap, errors.get(gap.key, (gap, 0))[1] + 1)
+                elif policy == "skip":
+                    item.add_marker(pytest.mark.skip(
+                        reason=f"isolate: {gap.what}, which this host cannot give "
+                               f"({gap.cause})"))
+                    item.stash[SETTINGS_KEY] = None  # skipped by pytest, no container
+                    break
+                else:
+                    self.warn_once(f"unsupported:{gap.key}", gap.message() +
+                                   ". Tests run without it (--isolate-unsupported=warn)")
+                    if gap.key == "namespaces":
+                        item.stash[SETTINGS_KEY] = None  # runs without isolation
+                        break
+                    settings = dataclasses.replace(
+                        settings, **({"cpu": None} if gap.key == "cpu" else
+                                     {"seccomp": "unconfined"}))
+                    item.stash[SETTINGS_KEY] = settings
+        if errors:
+            lines = ["pytest-isolate: this host cannot give isolated tests what they ask for:"]
+            for gap, count in errors.values():
+                lines.append(f"- {gap.message()} ({count} test{'s' if count > 1 else ''})")
+            lines.append("Or run them anyway: --isolate-unsupported=warn (without it) or "
+                         "=skip. 'pytest-isolate doctor' shows what this host supports.")
+            raise pytest.UsageError("\n".join(lines))
 
     def retire(self, container: Any) -> None:
         """A container whose payload has ended, to be destroyed a little later (see
@@ -377,6 +467,11 @@ class IsolateState:
                          f"{', '.join(ctrls) or 'no usable controller'}")
         except Exception as e:
             lines.append(f"isolate: cgroups unavailable ({e})")
+        if self.isolate_all or os.geteuid() != 0:
+            try:
+                lines += self.support.header()
+            except Exception as e:  # the header must never break a run
+                lines.append(f"isolate: the host probe failed ({e})")
         return lines
 
     def close(self) -> None:
@@ -465,10 +560,19 @@ def _load_profiles(config: pytest.Config) -> dict[str, dict[str, Any]]:
     return out
 
 
-def settings_to_config(settings: Settings, mounts: list[Any]) -> Any:
+def _address_space() -> int:
+    """Bytes this process maps (VmSize)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+
+
+def settings_to_config(settings: Settings, mounts: list[Any],
+                       support: Support | None = None) -> Any:
     """The runtime Config for one test's settings; ``mounts`` come after the default
-    ones (binds of the run's temporary directory and the like)."""
-    from .runtime import DEFAULT_MOUNTS, Config, Mount, Resources
+    ones (binds of the run's temporary directory and the like). ``support``: what
+    this host gives (rootless: a user namespace; limits without a cgroup: rlimits)."""
+    from .runtime import DEFAULT_MOUNTS, Config, IDMap, Mount, Namespaces, Resources, Rlimit
+    from .runtime.config import parse_user
 
     # /tmp and /dev/shm are tmpfs whose pages count against the memory limit; their
     # size makes filling them an ENOSPC rather than an OOM kill or a full host.
@@ -486,6 +590,26 @@ def settings_to_config(settings: Settings, mounts: list[Any]) -> Any:
         env = {k: os.environ[k] for k in settings.env_allow if k in os.environ}
         env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
         env["HOME"] = "/tmp"
+    memory, pids = settings.memory, settings.pids
+    rlimits: list[Any] = []
+    rootless: dict[str, Any] = {}
+    if support is not None:
+        if memory is not None and support.enforced_by("memory") == "rlimit":
+            # the test is a fork of this process: it may map what this one maps now,
+            # plus the limit
+            rlimits.append(Rlimit("AS", _address_space() + memory))
+            memory = None
+        if pids is not None and support.enforced_by("pids") == "rlimit":
+            rlimits.append(Rlimit("NPROC", pids))  # counted per user namespace
+            pids = None
+        if support.rootless:
+            # the invoking user is the one id of the user namespace: root inside, or
+            # the test's own user
+            uid, gid = parse_user(settings.user) if settings.user else (0, 0)
+            gid = uid if gid is None else gid
+            rootless = dict(namespaces=Namespaces(user=True),
+                            uid_mappings=(IDMap(uid, support.uid),),
+                            gid_mappings=(IDMap(gid, support.gid),))
     return Config(
         hostname=settings.hostname,
         readonly=settings.readonly,
@@ -493,9 +617,11 @@ def settings_to_config(settings: Settings, mounts: list[Any]) -> Any:
         env=env,
         user=settings.user,
         capabilities=settings.capabilities,
-        resources=Resources(memory=settings.memory, pids=settings.pids, cpu=settings.cpu),
+        resources=Resources(memory=memory, pids=pids, cpu=settings.cpu),
+        rlimits=tuple(rlimits),
         mounts=(*defaults, *mounts),
         seccomp=settings.seccomp,
+        **rootless,
         # one parent per pytest process (xdist worker): its creator is the one to remove it
         cgroup_parent=f"pytest-isolate-{os.getpid()}",
     )

@@ -128,11 +128,13 @@ def container_config(item: pytest.Item, settings: Settings) -> Any:
     """The runtime Config of a container for ``item`` with ``settings``: the settings'
     own, with the mounts the item needs, passed through the pytest_isolate_config hook.
     Raises :class:`ConfigProblem` naming what went wrong."""
-    from .plugin import settings_to_config
+    from .plugin import STATE, settings_to_config
     from .runtime import Config
 
+    state = item.config.stash.get(STATE, None)
     try:
-        cfg = settings_to_config(settings, _mounts(item, settings))
+        cfg = settings_to_config(settings, _mounts(item, settings),
+                                 state.support if state is not None else None)
     except Exception as e:
         raise ConfigProblem(f"invalid isolation settings: {e}") from None
     try:

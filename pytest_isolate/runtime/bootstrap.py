@@ -152,9 +152,12 @@ def bootstrap_main(cfg: Config, sock: socket.socket, init_r: int, host_pid: int,
         if cfg.namespaces.user:
             send_msg(sock, {"t": "idmap", "pid": os.getpid()})
             _expect_go(sock)
-            with step("become root in the user namespace"):
-                os.setresgid(0, 0, 0)
-                os.setresuid(0, 0, 0)
+            # Either way this process holds every capability in the new namespace;
+            # without a root mapping it keeps them as the one mapped id.
+            if cfg.maps_root():
+                with step("become root in the user namespace"):
+                    os.setresgid(0, 0, 0)
+                    os.setresuid(0, 0, 0)
         pid = os.fork()
         if pid == 0:
             _init_main(cfg, sock, init_r, join_fds)
@@ -456,6 +459,14 @@ def _minimal_dev(dev: str, nodes: dict[str, int]) -> None:
 # ----------------------------------------------------------------------------- payload
 
 
+def _setgroups_denied() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "deny"
+    except OSError:
+        return False
+
+
 def _reset_signals(for_python: bool) -> None:
     for sig in signal.valid_signals():
         if sig in (signal.SIGKILL, signal.SIGSTOP):
@@ -536,7 +547,13 @@ def run_payload(cfg: Config, spec_bytes: bytes, fds: list[int], close: list[int]
                 gid = uid if gid is None else gid
                 if caps is not None:
                     capabilities.prepare_uid_change()
-                os.setgroups([])
+                try:
+                    os.setgroups([])
+                except PermissionError:
+                    # a user namespace made without root denies setgroups(2): the
+                    # invoking user's groups stay (unmapped ones show as nogroup)
+                    if not _setgroups_denied():
+                        raise
                 os.setresgid(gid, gid, gid)
                 os.setresuid(uid, uid, uid)
         bpf = spec.get("seccomp")
@@ -798,7 +815,7 @@ def exec_main(cfg: Config, sock: socket.socket, init_pid: int, host_pid: int,
             with step(f"setns {name}"):
                 linux.setns(fd, flag)
             os.close(fd)
-        if "user" in own:
+        if "user" in own and cfg.maps_root():
             with step("become root in the user namespace"):
                 os.setresgid(0, 0, 0)
                 os.setresuid(0, 0, 0)

@@ -489,6 +489,12 @@ class Config:
     def effective_gid_mappings(self) -> tuple[IDMap, ...]:
         return self.gid_mappings or (IDMap(0, os.getegid(), 1),)
 
+    def maps_root(self) -> bool:
+        """Whether uid and gid 0 exist in the user namespace (a rootless container that
+        maps only the invoking user to some other id has no root inside)."""
+        return (any(m.container_id == 0 for m in self.effective_uid_mappings())
+                and any(m.container_id == 0 for m in self.effective_gid_mappings()))
+
     def clone_flags(self) -> int:
         flags = self.namespaces.clone_flags()
         if self.network == "none":

@@ -1,26 +1,8 @@
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from pytest_isolate.runtime import Factory
-
-if os.geteuid() != 0:
-    pytestmark = pytest.mark.skip(reason="runtime tests create namespaces and mounts as root; "
-                                         "this process is not root")
-
-
-def python_mounts():
-    """Binds that make this interpreter runnable inside a container whose /tmp is
-    private (a virtualenv under /tmp would otherwise vanish)."""
-    import sys
-
-    from pytest_isolate.runtime import Mount
-
-    paths = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-    return tuple(Mount(p, source=p, readonly=True) for p in sorted(paths)
-                 if p.startswith(("/tmp/", "/dev/shm/")))
 
 
 @pytest.fixture

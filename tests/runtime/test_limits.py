@@ -25,6 +25,18 @@ from pytest_isolate.runtime import (
 DOCKER_PROFILE = str(Path(__file__).parents[1] / "data" / "docker-seccomp-default.json")
 
 
+def python_mounts():
+    """Binds that make this interpreter runnable inside a container whose /tmp is
+    private (a virtualenv under /tmp would otherwise vanish)."""
+    import sys
+
+    from pytest_isolate.runtime import Mount
+
+    paths = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    return tuple(Mount(p, source=p, readonly=True) for p in sorted(paths)
+                 if p.startswith(("/tmp/", "/dev/shm/")))
+
+
 def _allocate(mib):
     blob = bytearray(mib * 2**20)
     for i in range(0, len(blob), 4096):
@@ -50,8 +62,6 @@ def _grandchild_oom():
 
 
 def test_an_oom_kill_of_a_grandchild_is_counted_while_the_payload_survives(run):
-    from conftest import python_mounts
-
     cfg = Config(resources=Resources(memory="64M"), mounts=(*Config().mounts, *python_mounts()))
     st = run(_grandchild_oom, cfg)
     assert st.ok and st.value == -signal.SIGKILL
