@@ -251,6 +251,19 @@ class _Prober:
         # as root the other namespaces do without one; unprivileged, nothing does
         return Feature("user namespace", False, "", cause, fix, required=not self.root)
 
+    def tried(self, name: str, attempt: Callable[[], None], how: str,
+              failure: Callable[[str], tuple[str, str]], required: bool = True) -> Feature:
+        """``attempt()`` in a child: available, or why not and the fix."""
+        if not self.root and not self.userns_ok:
+            return Feature(name, False, "", "needs a user namespace, which this user "
+                           "cannot make (see that row)", "see the user namespace row",
+                           required)
+        err = in_child(attempt)
+        if err is None:
+            return Feature(name, True, how, required=required)
+        cause, fix = failure(err)
+        return Feature(name, False, "", cause, fix, required)
+
     def namespace(self, name: str, flag: int) -> Feature:
         def attempt() -> None:
             self.enter()
@@ -258,15 +271,8 @@ class _Prober:
             if flag == linux.CLONE_NEWPID:
                 _fork_and_wait(lambda: None)
 
-        if not self.root and not self.userns_ok:
-            return Feature(f"{name} namespace", False, "", "needs a user namespace (above)",
-                           "see the user namespace row",
-                           required=name != "cgroup")
-        err = in_child(attempt)
-        if err is None:
-            return Feature(f"{name} namespace", True, self.via(), required=name != "cgroup")
-        cause, fix = _ns_cause(err, self.root)
-        return Feature(f"{name} namespace", False, "", cause, fix, required=name != "cgroup")
+        return self.tried(f"{name} namespace", attempt, self.via(),
+                          lambda err: _ns_cause(err, self.root), required=name != "cgroup")
 
     def mounts(self, workdir: str) -> Feature:
         proc_dir, tmp_dir = os.path.join(workdir, "proc"), os.path.join(workdir, "tmp")
@@ -288,15 +294,11 @@ class _Prober:
 
             _fork_and_wait(inside)
 
-        if not self.root and not self.userns_ok:
-            return Feature("mount proc and tmpfs", False, "", "needs a user namespace (above)",
-                           "see the user namespace row")
-        err = in_child(attempt)
-        if err is None:
-            return Feature("mount proc and tmpfs", True, "in a private mount namespace")
-        return Feature("mount proc and tmpfs", False, "", f"mounting failed: {err}",
-                       "run as root, or the container with --privileged (mounting "
-                       "/proc needs a PID namespace of one's own and no masked /proc)")
+        return self.tried("mount proc and tmpfs", attempt, "in a private mount namespace",
+                          lambda err: (f"mounting failed: {err}",
+                                       "run as root, or the container with --privileged "
+                                       "(mounting /proc needs a PID namespace of one's own "
+                                       "and no masked /proc)"))
 
     def loopback(self) -> Feature:
         def attempt() -> None:
@@ -306,14 +308,10 @@ class _Prober:
             linux.unshare(linux.CLONE_NEWNET)
             loopback_up()
 
-        if not self.root and not self.userns_ok:
-            return Feature("loopback up", False, "", "needs a user namespace (above)",
-                           "see the user namespace row")
-        err = in_child(attempt)
-        if err is None:
-            return Feature("loopback up", True, "in a new network namespace")
-        return Feature("loopback up", False, "", f"bringing lo up failed: {err}",
-                       "run as root, or the container with --cap-add NET_ADMIN")
+        return self.tried("loopback up", attempt, "in a new network namespace",
+                          lambda err: (f"bringing lo up failed: {err}",
+                                       "run as root, or the container with --cap-add "
+                                       "NET_ADMIN"))
 
     def seccomp(self) -> Feature:
         try:

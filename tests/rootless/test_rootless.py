@@ -162,3 +162,31 @@ def test_the_probe_finds_the_user_namespace_path_and_no_cgroups():
     assert rows["user namespace"].available
     assert rows["pid namespace"].how == "unshare in a user namespace"
     assert not rows["cgroup memory"].available and rows["cgroup memory"].fix
+
+
+def test_without_user_namespaces_the_run_stops_naming_the_cause(pytester):
+    """As GitHub's ubuntu-24.04 runners refuse unprivileged user namespaces (AppArmor):
+    injected here into the probe, the machine allows them."""
+    pytester.makeconftest('''
+import dataclasses
+from pytest_isolate.runtime import probe as _probe
+
+_real = _probe.probe
+
+def _fake(**kw):
+    p = _real(**kw)
+    return dataclasses.replace(p, features=tuple(
+        dataclasses.replace(f, available=False, why_not="kernel.apparmor_restrict_"
+                            "unprivileged_userns=1: AppArmor refuses them",
+                            fix="run pytest with sudo")
+        if f.name == "user namespace" else f for f in p.features))
+
+_probe.probe = _fake
+''')
+    pytester.makepyfile("def test_a():\n    pass\n")
+    result = run(pytester, "--isolate")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "- an isolated test needs its user namespace, which this host cannot give: "
+        "kernel.apparmor_restrict_unprivileged_userns=1: AppArmor refuses them. "
+        "Fix: run pytest with sudo (1 test)"])
