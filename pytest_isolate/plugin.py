@@ -374,13 +374,14 @@ class IsolateState:
         from .runtime import trace
 
         while self.retired:
-            container = self.retired.pop()
+            container = self.retired[-1]  # kept until done: Ctrl-C here retries it later
             with trace.span("plugin:destroy"):  # deferred, so mostly bookkeeping
                 try:
                     container.destroy()
                 except Exception as e:  # reported; never the next test's failure
                     self.warn_once(f"destroy:{type(e).__name__}",
                                    f"removing a finished test's container failed: {e}")
+            self.retired.pop()
 
     def next_id(self) -> str:
         self._counter += 1
