@@ -3,6 +3,7 @@ phases there, reports logged here as if the test had run in this process."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -527,7 +528,7 @@ def _mounts(item: pytest.Item, settings: Settings) -> list[Any]:
             mounts.append(Mount(home, "tmpfs", size="64k", mode=0o755))
     wanted: set[str] = set()
     for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, str(item.config.rootpath),
-              *sys.path):
+              *sys.path, *_editable_roots()):
         if p and os.path.isdir(p):
             real = os.path.realpath(p)
             if real.startswith(tuple(hidden)) or real + "/" in hidden:
@@ -550,6 +551,19 @@ def _mounts(item: pytest.Item, settings: Settings) -> list[Any]:
         else:
             mounts.append(Mount(base, source=base))
     return mounts
+
+
+@functools.lru_cache(maxsize=1)
+def _editable_roots() -> tuple[str, ...]:
+    """Where packages installed in editable mode live: their meta-path finders map
+    them to source trees that are not on ``sys.path`` (setuptools' ``MAPPING``), and a
+    fresh interpreter inside must import them from there (this plugin included)."""
+    roots = {os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    for name, module in list(sys.modules.items()):
+        mapping = getattr(module, "MAPPING", None) if name.startswith("__editable__") else None
+        if isinstance(mapping, dict):
+            roots.update(os.path.dirname(str(p)) for p in mapping.values())
+    return tuple(sorted(roots))
 
 
 def _uid(user: str | None) -> int:

@@ -287,6 +287,15 @@ def _host_pids_of_ns(ns):
     return found
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (it may vanish while we look)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_wait_without_reaping_returns_at_the_payloads_end_with_the_rest_killed(factory):
     """wait(reap=False): the payload's status and result at once; every other process
     of the container already has SIGKILL pending (the init sends it before reporting),
@@ -301,8 +310,7 @@ def test_wait_without_reaping_returns_at_the_payloads_end_with_the_rest_killed(f
     # what is left of the namespace is dying: no process of it gets to run again
     end = time.monotonic() + 10
     while time.monotonic() < end:
-        alive = [p for p in _host_pids_of_ns(ns)
-                 if open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+        alive = [p for p in _host_pids_of_ns(ns) if _running(p)]
         if not alive:
             break
         time.sleep(0.01)
