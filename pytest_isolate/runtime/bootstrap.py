@@ -164,7 +164,8 @@ def bootstrap_main(cfg: Config, sock: socket.socket, init_r: int, host_pid: int,
         os.close(init_r)
         for fd in join_fds:
             os.close(fd)
-        send_msg(sock, {"t": "init", "pid": pid})
+        # its start time names it for good, even once reaped and its pid recycled
+        send_msg(sock, {"t": "init", "pid": pid, "start": linux.proc_start_time(pid)})
         _, status = os.waitpid(pid, 0)
         send_msg(sock, {"t": "init-exit", "status": status})
         code = 0

@@ -14,7 +14,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from . import capabilities, linux, trace
 from .bootstrap import (
@@ -103,6 +103,17 @@ class _Running:
     exit: ExitStatus | None = None
 
 
+@dataclass
+class _Start:
+    """A start under way (``Container.start(wait=False)``), finished by ``ready()``."""
+
+    spec: bytes
+    init_w: int  # the spec goes to the init through it; -1 once written
+    joins: bool  # the init joins its cgroups itself
+    eager: bool  # the process was handed over at once: no host step in between
+    deadline: float
+
+
 class Container:
     """A container created by a :class:`Factory`.
 
@@ -122,6 +133,7 @@ class Container:
         self._procs: dict[int, _Running] = {}
         self._next_key = 0
         self._initial: _Running | None = None
+        self._pending: _Start | None = None
         self._destroyed = False
         self._cgroups: Any = None  # a cgroups.Manager, when this container has cgroups
         self.hook_errors: list[HookError] = []
@@ -170,12 +182,20 @@ class Container:
         self.start(process)
         return self.wait(timeout)
 
-    def start(self, process: Process) -> None:
+    def start(self, process: Process, *, wait: bool = True) -> None:
         """Create the namespaces, set the container up and start ``process`` in it.
 
         Returns once the payload runs (for an argv: once it was exec'd). A set-up step
         that fails raises :class:`SetupError` naming the step; a pre-start hook that
         fails raises :class:`HookError`. Either way nothing is left behind.
+
+        ``wait=False`` returns as soon as the set-up is under way, so the caller can
+        do other work while the container's processes set themselves up; then
+        :meth:`ready` (called by :meth:`wait` and :meth:`exec` too) finishes the start
+        and raises what :meth:`start` would have. Where the host has a step of its own
+        in the middle (a user namespace's id maps, moving the init into its cgroups,
+        prestart or create-runtime hooks), ``wait=False`` waits like ``wait=True``.
+        The payload's timeout counts from the end of :meth:`ready`.
         """
         self._require_attached("start")
         check_transition(self.id, self._state.status, "start")
@@ -202,58 +222,85 @@ class Container:
         trace.mark("host:fork", t_fork)
         child_sock.close()
         os.close(init_r)
-        _close_all(join_fds)
         run = _Running(process, True, host_sock, pid, None, FrameReader())
         self._initial = run
-        child_fds: list[int] = []
-        ready = ("ready",) if join_fds else ()
+        # Nothing for the host to do between the fork and the payload: the process
+        # is handed over now and the container's processes go on without a round trip.
+        eager = bool(join_fds) and not cfg.namespaces.user and not cfg.hooks.prestart \
+            and not cfg.hooks.create_runtime
+        self._pending = _Start(spec_bytes, init_w, bool(join_fds), eager,
+                               time.monotonic() + SETUP_TIMEOUT)
+        _close_all(join_fds)
+        if eager:
+            try:
+                self._hand_over(run, self._pending)
+            except BaseException as e:
+                pending, self._pending = self._pending, None
+                if pending.init_w >= 0:
+                    os.close(pending.init_w)
+                self._start_failed(e)
+        if wait or not eager:
+            self.ready()
+
+    def ready(self) -> None:
+        """Finish a :meth:`start` made with ``wait=False``: returns once the payload
+        runs, or raises what :meth:`start` would have. Harmless otherwise."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        run = self._initial
+        assert run is not None
+        cfg = self.config
+        deadline = pending.deadline
         try:
-            deadline = time.monotonic() + SETUP_TIMEOUT
-            with trace.span("host:wait for unshare and init"):
-                msg = self._expect(run, ("idmap", "init", *ready), deadline)
-            if msg["t"] == "idmap":
-                with _step("write uid/gid maps"):
-                    self._write_id_maps(int(msg["pid"]))
-                send_msg(host_sock, {"t": "go"})
-                msg = self._expect(run, ("init", *ready), deadline)
-            # An init that joins its cgroups itself goes on without the host and may
-            # be ready before the bootstrap has said which pid it got.
-            ready_early = msg["t"] == "ready"
-            if ready_early:
-                msg = self._expect(run, ("init",), deadline)
-            init_pid = int(msg["pid"])
-            self._pidfd = os.pidfd_open(init_pid)
+            if pending.eager:
+                with trace.span("host:wait for the container's set-up"):
+                    msgs = self._collect(run, ("init", "ready", "started"), deadline)
+                init_msg = msgs["init"]
+            else:
+                ready = ("ready",) if pending.joins else ()
+                with trace.span("host:wait for unshare and init"):
+                    msg = self._expect(run, ("idmap", "init", *ready), deadline)
+                if msg["t"] == "idmap":
+                    with _step("write uid/gid maps"):
+                        self._write_id_maps(int(msg["pid"]))
+                    send_msg(run.sock, {"t": "go"})
+                    msg = self._expect(run, ("init", *ready), deadline)
+                # An init that joins its cgroups itself goes on without the host and
+                # may be ready before the bootstrap has said which pid it got.
+                ready_early = msg["t"] == "ready"
+                init_msg = self._expect(run, ("init",), deadline) if ready_early else msg
+            init_pid = int(init_msg["pid"])
+            start = init_msg.get("start")
             st = self._state
+            st.init_pid = init_pid
+            st.init_start_time = start if isinstance(start, int) else \
+                linux.proc_start_time(init_pid)
+            self._pidfd = self._open_init(init_pid, st.init_start_time)
             if self._cgroups is not None:
-                if not join_fds:  # else the init joins them itself
+                if not pending.joins:  # else the init joins them itself
                     with _step("cgroups"), trace.span("host:cgroups add init"):
                         self._cgroups.add(init_pid)
                 st.cgroup_paths = self._cgroups.paths()
-            st.init_pid = init_pid
-            st.init_start_time = linux.proc_start_time(init_pid)
             st.namespace_paths = {name: f"/proc/{init_pid}/ns/{name}" for name, _ in NS_FILES}
-            st.cwd = self._cwd(process)
-            st.owner_pid = host_pid
-            st.owner_start_time = linux.proc_start_time(host_pid)
-            if not join_fds:
-                send_msg(host_sock, {"t": "go"})
-            if not ready_early:
-                with trace.span("host:wait for filesystem, hostname, loopback"):
-                    self._expect(run, ("ready",), deadline)
-            with trace.span("host:save state"):
-                self._save()
-            run_hooks("prestart", cfg.hooks.prestart, st)
-            run_hooks("create_runtime", cfg.hooks.create_runtime, st)
-            fds, child_fds = self._payload_fds(run)
-            socket.send_fds(host_sock, [json.dumps({"t": "process",
-                                                    "size": len(spec_bytes)}).encode()], fds)
-            write_all(init_w, spec_bytes)
-            os.close(init_w)
-            init_w = -1
-            _close_all(child_fds)
-            child_fds = []
-            with trace.span("host:wait for payload fork"):
-                msg = self._expect(run, ("started",), deadline)
+            st.cwd = self._cwd(run.process)
+            st.owner_pid = os.getpid()
+            st.owner_start_time = linux.proc_start_time(st.owner_pid)
+            if not pending.eager:
+                if not pending.joins:
+                    send_msg(run.sock, {"t": "go"})
+                if not ready_early:
+                    with trace.span("host:wait for filesystem, hostname, loopback"):
+                        self._expect(run, ("ready",), deadline)
+                with trace.span("host:save state"):
+                    self._save()
+                run_hooks("prestart", cfg.hooks.prestart, st)
+                run_hooks("create_runtime", cfg.hooks.create_runtime, st)
+                self._hand_over(run, pending)
+                with trace.span("host:wait for payload fork"):
+                    msg = self._expect(run, ("started",), deadline)
+            else:
+                msg = msgs["started"]
             run.payload_pid = int(msg["pid"])
             self._register(run)
             with trace.span("host:wait for payload set-up (running)"):
@@ -262,30 +309,70 @@ class Container:
             st.started = time.time()
             self._save()
         except BaseException as e:
-            _close_all(child_fds)
-            if init_w >= 0:
-                os.close(init_w)
-            oom = self._oom_kills()
-            self._abort()
-            pids = cfg.resources.pids
-            if pids is not None and isinstance(e, SetupError) and (
-                    e.errno == errno.EAGAIN or "Resource temporarily unavailable" in str(e)):
-                raise SetupError("pids limit", f"pids={pids} is below what the container needs "
-                                 "to start (its init and the payload are two processes): "
-                                 "raise the limit") from None
-            if oom and isinstance(e, (SetupError, OSError)):
-                from .units import format_size
-
-                limit = cfg.resources.memory
-                raise SetupError("memory limit", f"memory={format_size(limit)} "  # type: ignore[arg-type]
-                                 "is below what the container needs to start (the OOM killer "
-                                 "ended it during set-up): raise the limit") from None
-            raise
+            if pending.init_w >= 0:
+                os.close(pending.init_w)
+                pending.init_w = -1
+            self._start_failed(e)
         for index, hook in enumerate(cfg.hooks.poststart):
             try:
                 run_hook("poststart", index, hook, self._state)
             except HookError as e:
                 self._hook_failed(e)
+
+    @staticmethod
+    def _open_init(pid: int, start_time: int | None) -> int | None:
+        """A pidfd of the init, or None if it has already ended (a quick payload, when
+        the start was finished late): checked after opening, so a recycled pid is
+        never taken for it."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return None
+        if linux.proc_start_time(pid) != start_time:
+            os.close(fd)
+            return None
+        return fd
+
+    def _hand_over(self, run: _Running, pending: _Start) -> None:
+        """The payload's descriptors and spec, to the init."""
+        fds, child_fds = self._payload_fds(run)
+        try:
+            socket.send_fds(run.sock, [json.dumps({"t": "process",
+                                                   "size": len(pending.spec)}).encode()], fds)
+        finally:
+            _close_all(child_fds)
+        write_all(pending.init_w, pending.spec)
+        os.close(pending.init_w)
+        pending.init_w = -1
+
+    def _start_failed(self, e: BaseException) -> NoReturn:
+        """Undo a start that failed and raise why, in the user's terms."""
+        cfg = self.config
+        oom = self._oom_kills()
+        self._abort()
+        pids = cfg.resources.pids
+        if pids is not None and isinstance(e, SetupError) and (
+                e.errno == errno.EAGAIN or "Resource temporarily unavailable" in str(e)):
+            raise SetupError("pids limit", f"pids={pids} is below what the container needs "
+                             "to start (its init and the payload are two processes): "
+                             "raise the limit") from None
+        if oom and isinstance(e, (SetupError, OSError)):
+            from .units import format_size
+
+            limit = cfg.resources.memory
+            raise SetupError("memory limit", f"memory={format_size(limit)} "  # type: ignore[arg-type]
+                             "is below what the container needs to start (the OOM killer "
+                             "ended it during set-up): raise the limit") from None
+        raise e
+
+    def _collect(self, run: _Running, types: tuple[str, ...],
+                 deadline: float) -> dict[str, dict[str, Any]]:
+        """Each of the sync messages ``types``, in whatever order they come."""
+        got: dict[str, dict[str, Any]] = {}
+        while len(got) < len(types):
+            msg = self._expect(run, tuple(t for t in types if t not in got), deadline)
+            got[msg["t"]] = msg
+        return got
 
     def exec(self, process: Process) -> Process:
         """Start another process inside the running container (joined with setns).
@@ -293,6 +380,7 @@ class Container:
         Returns ``process``; call ``process.wait()`` for its exit status.
         """
         self._require_attached("exec")
+        self.ready()
         check_transition(self.id, self.state().status, "exec")
         st = self._state
         assert st.init_pid is not None
@@ -547,6 +635,9 @@ class Container:
             if msg["t"] == "init-exit":
                 run.init_status = int(msg["status"])
                 continue
+            if msg["t"] == "exit" and "started" not in types:  # a payload that was quick
+                run.payload_status = int(msg["status"])
+                continue
             raise SetupError("bootstrap", f"unexpected message {msg['t']!r}")
 
     def _register(self, run: _Running) -> None:
@@ -599,6 +690,7 @@ class Container:
         caller can do other work meanwhile.
         """
         self._require_attached("wait")
+        self.ready()
         check_transition(self.id, self._state.status, "wait")
         if self._initial is None or self._initial.process._key is None:
             raise ContainerError(f"container {self.id!r} has no payload to wait for")
@@ -991,6 +1083,12 @@ class Container:
         Destroying twice is harmless.
         """
         if self._destroyed:
+            return
+        pending, self._pending = self._pending, None
+        if pending is not None:  # started with wait=False and never made ready
+            if pending.init_w >= 0:
+                os.close(pending.init_w)
+            self._abort()
             return
         st = self.state()
         started = st.init_pid is not None

@@ -319,3 +319,56 @@ def test_wait_without_reaping_returns_at_the_payloads_end_with_the_rest_killed(f
     c.destroy()
     assert factory.list() == [] and not any(os.path.exists(p) for p in paths.values())
     assert not _host_pids_of_ns(ns)
+
+
+def _answer_after(seconds: float) -> str:
+    time.sleep(seconds)
+    return "answered"
+
+
+def test_start_without_waiting_sets_up_while_the_host_works(factory):
+    """start(wait=False) returns before the container is set up; the container's
+    processes go on by themselves (no round trip with the host) and ready() or wait()
+    finish the start. The payload's timeout counts from ready()."""
+    with factory.create("early", Config(cgroups="required")) as c:
+        # runs 2 s; the timeout of 1.5 s would end it if it counted from start()
+        proc = Process(target=_answer_after, args=(2.0,), timeout=1.5)
+        c.start(proc, wait=False)
+        assert c.status is Status.CREATED  # not running yet, as far as the host knows
+        time.sleep(1.0)
+        c.ready()
+        assert c.status is Status.RUNNING
+        assert c.state().init_pid is not None and c.state().cgroup_paths
+        st = c.wait()
+    assert st.ok and not st.timed_out, st.describe()
+    assert st.value == "answered"
+
+
+def test_a_quick_payload_may_end_before_ready(factory):
+    """Finished late, the start finds a container whose payload already ended: the
+    result is there all the same, and the init's pid is never taken for another."""
+    with factory.create("quick", Config(cgroups="required")) as c:
+        c.start(Process(target=os.getpid), wait=False)
+        time.sleep(0.5)
+        st = c.wait()
+    assert st.ok and st.value == 2, st.describe()  # the payload is pid 2, after the init
+
+
+def test_destroying_a_start_that_was_never_made_ready_leaves_nothing(factory):
+    c = factory.create("abandoned", Config(cgroups="required"))
+    c.start(Process(argv=["sleep", "60"]), wait=False)
+    time.sleep(0.2)
+    c.destroy()
+    assert factory.list() == []
+    assert not any("abandoned" in d for ctl in ("memory", "pids")
+                   for _, dirs, _ in os.walk(f"/sys/fs/cgroup/{ctl}") for d in dirs)
+
+
+def test_a_failed_set_up_surfaces_in_ready(factory, tmp_path):
+    missing = str(tmp_path / "missing")
+    c = factory.create("badmount", Config(mounts=(Mount("/mnt/x", source=missing),)))
+    c.start(Process(target=os.getpid), wait=False)
+    with pytest.raises(SetupError) as ei:
+        c.ready()
+    assert "missing" in str(ei.value) or ei.value.step.startswith("mount")
+    assert factory.list() == []
