@@ -72,6 +72,28 @@ def outer_setup(item: pytest.Item) -> None:
         ss.stack.pop(item, None)
 
 
+def set_up_for(item: pytest.Item, nextitem: pytest.Item) -> bool:
+    """Whether everything above ``nextitem`` is set up in this process as it will be
+    at its turn, while ``item`` (set up) runs: the same collectors, and each of its
+    fixtures of scope class and wider already computed, none parametrized for it. A
+    fork of this process made now is then as good as one made when its turn comes."""
+    if item.listchain()[:-1] != nextitem.listchain()[:-1]:
+        return False
+    info = getattr(nextitem, "_fixtureinfo", None)
+    names = getattr(nextitem, "fixturenames", None)
+    if info is None or names is None:
+        return False
+    callspec = getattr(nextitem, "callspec", None)
+    params = callspec.params if callspec is not None else {}
+    for name in names:
+        defs = info.name2fixturedefs.get(name)
+        if not defs or defs[-1].scope == "function":
+            continue
+        if name in params or defs[-1].cached_result is None:
+            return False
+    return True
+
+
 def teardown_outer(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """In the host, after the container: tear down what ``nextitem`` does not share."""
     _setupstate(item).teardown_exact(nextitem)

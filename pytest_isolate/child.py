@@ -97,6 +97,23 @@ def link() -> Any:
     return _link
 
 
+def run_item_when_told(nodeid: str, link_fd: int, go_fd: int) -> str:
+    """The payload of a container prepared ahead of its test's turn: wait for the
+    host's word (a line with the test's timeout as JSON), then run the item. The host
+    closing ``go_fd`` without a word means the test does not come."""
+    import json
+
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(go_fd, 64)
+        if not chunk:
+            return "not run"
+        data += chunk
+    os.close(go_fd)
+    timeout = json.loads(data)
+    return run_item(nodeid, float(timeout) if timeout is not None else None, link_fd)
+
+
 def run_item(nodeid: str, timeout: float | None, link_fd: int | None = None) -> str:
     """Run the item's setup, call and teardown here and send each report home.
     ``link_fd`` is where the host's answers to run_isolated/isolate_usage arrive."""

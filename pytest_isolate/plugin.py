@@ -137,6 +137,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     """The last tests' containers are finished off before anything looks at the host."""
     state = session.config.stash.get(STATE, None)
     if state is not None:
+        state.discard_prepared()
         state.reap_retired()
 
 
@@ -282,6 +283,10 @@ class IsolateState:
         self._counter = 0
         self._warned: set[str] = set()
         self.retired: list[Any] = []
+        # the next test's container, set up while the current test runs (runner.py);
+        # PYTEST_ISOLATE_PREPARE=0 turns that off (to measure what it brings)
+        self.prepared: Any = None
+        self.prepare_ahead = os.environ.get("PYTEST_ISOLATE_PREPARE", "1") != "0"
         self._support: Support | None = None
         self.unsupported = _unsupported_policy(config)
         _remove_dead_workdirs()
@@ -360,6 +365,12 @@ class IsolateState:
             lines.append("Or run them anyway: --isolate-unsupported=warn (without it) or "
                          "=skip. 'pytest-isolate doctor' shows what this host supports.")
             raise pytest.UsageError("\n".join(lines))
+
+    def discard_prepared(self) -> None:
+        """A container prepared for a test that did not come (the run stopped)."""
+        from .runner import discard_prepared
+
+        discard_prepared(self)
 
     def retire(self, container: Any) -> None:
         """A container whose payload has ended, to be destroyed a little later (see
@@ -478,6 +489,7 @@ class IsolateState:
     def close(self) -> None:
         import shutil
 
+        self.discard_prepared()
         self.reap_retired()
         shutil.rmtree(self.workdir, ignore_errors=True)
 

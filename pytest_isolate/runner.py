@@ -3,6 +3,7 @@ phases there, reports logged here as if the test had run in this process."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -78,9 +79,9 @@ def _run(item: pytest.Item, nextitem: pytest.Item | None,
             nextitem = None
         _log(item, _host_phase(item, "teardown", lambda: internals.teardown_outer(item, nextitem)))
         return
-    box = _Box(item, state)
+    box = take_prepared(state, item, settings) or _Box(item, state)
     try:
-        box.run(settings)
+        box.run(settings, nextitem)
     finally:
         box.close()
     if box.stop is not None:  # what the test raised, raised here: pytest ends the session
@@ -100,6 +101,48 @@ def _run(item: pytest.Item, nextitem: pytest.Item | None,
     _annotate(final, box.status)
     _attach_usage(final, box.status, box.wall_time)
     _log(item, final)
+
+
+def prepare_next(state: IsolateState, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Start ``nextitem``'s container now, while ``item`` runs, when a fork made now is
+    as good as one made at its turn: it is isolated, with valid settings, and every
+    collector and wider fixture it needs is set up already (see
+    ``internals.set_up_for``). Its container is still its own and fresh."""
+    if nextitem is None or state.prepared is not None or not state.prepare_ahead:
+        return
+    settings = state.settings_for(nextitem)
+    if not isinstance(settings, Settings):
+        return
+    if item.session.shouldfail or item.session.shouldstop:
+        return
+    if not internals.set_up_for(item, nextitem):
+        return
+    box = _Box(nextitem, state)
+    with trace.span("plugin:prepare the next container"):
+        ok = box.prepare(settings)
+    if ok:
+        state.prepared = box
+    else:
+        box.close()
+
+
+def take_prepared(state: IsolateState, item: pytest.Item, settings: Settings) -> _Box | None:
+    """The container prepared for ``item``, if it was made with these settings; any
+    other prepared container is destroyed unused."""
+    box, state.prepared = state.prepared, None
+    if box is None:
+        return None
+    if box.item is item and box.settings is not None and \
+            dataclasses.replace(box.settings, timeout=settings.timeout) == settings:
+        return box  # type: ignore[no-any-return]  # the timeout goes with the word
+    box.discard()
+    return None
+
+
+def discard_prepared(state: IsolateState) -> None:
+    box, state.prepared = state.prepared, None
+    if box is not None:
+        box.discard()
 
 
 def _annotate(report: pytest.TestReport, status: ExitStatus | None) -> None:
@@ -189,6 +232,9 @@ class _Box:
         self.start_time = 0.0
         self.wall_time = 0.0
         self.link_w = -1  # the host's end of the test's link (answers to its requests)
+        self.go_w = -1  # a prepared container's payload starts the test when told here
+        self.settings: Settings | None = None  # what a prepared container was made with
+        self.process: Any = None
         # The test's stdout and stderr: host-owned, so what it printed survives a crash;
         # memory files, whose pages count against the container that writes them (a
         # flood, or fallocate, hits the test's memory limit, never the host's disk).
@@ -201,6 +247,9 @@ class _Box:
         if self.link_w >= 0:
             os.close(self.link_w)
             self.link_w = -1
+        if self.go_w >= 0:
+            os.close(self.go_w)
+            self.go_w = -1
 
     def _answer(self, reply: dict[str, Any]) -> None:
         """Write one answer to the test's link; a test that stops reading is not
@@ -294,45 +343,114 @@ class _Box:
 
     # -- running -----------------------------------------------------------------
 
-    def run(self, settings: Settings) -> None:
-        from .runtime import DEVNULL, IsolateError, Process
+    def _process(self, settings: Settings, link_r: int, go_r: int | None) -> Any:
+        from .runtime import DEVNULL, Process
+
+        nodeid = self.item.nodeid
+        target: Any
+        if go_r is None:
+            target, args, extra = child.run_item, (nodeid, settings.timeout, 3), [link_r]
+        else:
+            # its timeout comes with the word to start (pytest-timeout may change it)
+            target, args, extra = child.run_item_when_told, (nodeid, 3, 4), [link_r, go_r]
+        return Process(target=target, args=args, env=dict(settings.env), stdin=DEVNULL,
+                       stdout=self.out.fileno(), stderr=self.err.fileno(),
+                       timeout=settings.timeout, on_message=self.on_message,
+                       extra_files=extra, max_frame_size=MAX_FRAME,
+                       max_result_size=MAX_CHANNEL, max_json_items=MAX_JSON_ITEMS)
+
+    def prepare(self, settings: Settings) -> bool:
+        """Start this test's container ahead of its turn (``Container.start(wait=False)``):
+        it sets itself up while the test before runs, and its payload waits for the
+        word (:meth:`run`). False, with nothing left, when that cannot be done; the test
+        then starts its container when its turn comes."""
+        from .runtime import IsolateError
+
+        item = self.item
+        try:
+            cfg = container_config(item, settings)
+        except ConfigProblem:
+            return False  # reported when the test's turn comes
+        link_r, link_w = os.pipe2(os.O_CLOEXEC)
+        go_r, go_w = os.pipe2(os.O_CLOEXEC)
+        container = None
+        child.ITEMS[item.nodeid] = item
+        try:
+            process = self._process(settings, link_r, go_r)
+            with trace.span("plugin:factory create"):
+                container = self.state.factory.create(self.state.next_id(), cfg)
+            container.start(process, wait=False)
+        except (IsolateError, ValueError, OSError, OverflowError):
+            if container is not None:
+                container.destroy()
+            child.ITEMS.pop(item.nodeid, None)
+            os.close(link_w)
+            os.close(go_w)
+            return False
+        finally:
+            os.close(link_r)  # handed over: the container's init holds them now
+            os.close(go_r)
+        os.set_blocking(link_w, False)
+        self.link_w, self.go_w, self.container = link_w, go_w, container
+        self.process, self.settings = process, settings
+        return True
+
+    def discard(self) -> None:
+        """A prepared container whose test does not come (the run stopped, the test
+        came with other settings): destroyed unused."""
+        container, self.container = self.container, None
+        child.ITEMS.pop(self.item.nodeid, None)
+        try:
+            if container is not None:
+                container.destroy()
+        finally:
+            self.close()
+
+    def run(self, settings: Settings, nextitem: pytest.Item | None = None) -> None:
+        from .runtime import IsolateError
 
         item = self.item
         self.may_stop_run = settings.may_stop_run
-        try:
-            with trace.span("plugin:settings to config"):
-                cfg = container_config(item, settings)
-        except ConfigProblem as e:
-            self._report_crash(str(e), None)
-            return
-        link_r, self.link_w = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(self.link_w, False)
-        try:
-            process = Process(target=child.run_item, args=(item.nodeid, settings.timeout, 3),
-                              env=dict(settings.env), stdin=DEVNULL,
-                              stdout=self.out.fileno(), stderr=self.err.fileno(),
-                              timeout=settings.timeout, on_message=self.on_message,
-                              extra_files=[link_r], max_frame_size=MAX_FRAME,
-                              max_result_size=MAX_CHANNEL, max_json_items=MAX_JSON_ITEMS)
-        except BaseException:
-            os.close(link_r)
-            raise
-        child.ITEMS[item.nodeid] = item
+        container = self.container
+        link_r = -1
+        if container is None:
+            try:
+                with trace.span("plugin:settings to config"):
+                    cfg = container_config(item, settings)
+            except ConfigProblem as e:
+                self._report_crash(str(e), None)
+                return
+            link_r, self.link_w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(self.link_w, False)
+            try:
+                process = self._process(settings, link_r, None)
+            except BaseException:
+                os.close(link_r)
+                raise
+            child.ITEMS[item.nodeid] = item
         status: ExitStatus | None = None
         failure: str | None = None
-        container = None
         started = self.start_time = time.monotonic()
         try:
-            with trace.span("plugin:factory create"):
-                container = self.state.factory.create(self.state.next_id(), cfg)
-            self.container = container
+            if container is None:
+                with trace.span("plugin:factory create"):
+                    container = self.state.factory.create(self.state.next_id(), cfg)
+                self.container = container
+                container.start(process)
+                os.close(link_r)
+                link_r = -1
+            else:  # prepared while the test before ran: it only waits for the word
+                self.process.timeout = settings.timeout  # counts from ready()
+                with trace.span("plugin:prepared container ready"):
+                    container.ready()
+                os.write(self.go_w, json.dumps(settings.timeout).encode() + b"\n")
+                os.close(self.go_w)
+                self.go_w = -1
             if settings.timeout is not None:
                 self.deadline = started + settings.timeout
-            container.start(process)
-            os.close(link_r)
-            link_r = -1
-            # the previous test's container is finished off while this one's payload
-            # runs: the host would only wait for the container's side otherwise
+            # the next test's container sets itself up while this test runs, and the
+            # previous test's is finished off: the host would only wait otherwise
+            prepare_next(self.state, item, nextitem)
             self.state.reap_retired()
             status = container.wait(reap=False)
         except (IsolateError, ValueError, OSError, OverflowError) as e:

@@ -1,0 +1,144 @@
+"""The next test's container is set up while the current test runs (runner.prepare_next)
+where a fork made then is as good as one made at its turn; every test still gets a
+fresh container of its own, and what pytest does with fixtures is unchanged."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    return result
+
+
+# The payload's start, in seconds since the epoch, from /proc/self/stat (clock ticks
+# since boot) and the boot time: when the test's container was forked.
+STARTED = textwrap.dedent("""
+    import os, time
+
+    def payload_started():
+        ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in open("/proc/stat")
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+""")
+
+
+@pytest.mark.parametrize("prepare", ["1", "0"])
+def test_the_next_container_is_made_while_the_test_before_runs(pytester, monkeypatch,
+                                                               prepare):
+    """test_b's payload was forked before test_a ended (test_a sleeps 2 s), and its
+    timeout of 1 s counts from its own start, not from then. With
+    PYTEST_ISOLATE_PREPARE=0 it is forked after."""
+    monkeypatch.setenv("PYTEST_ISOLATE_PREPARE", prepare)
+    pytester.makepyfile(STARTED + textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def shared(tmp_path_factory):
+            return tmp_path_factory.mktemp("shared")
+
+        def test_a(shared):
+            time.sleep(2)
+            (shared / "a_ended").write_text(repr(time.time()))
+
+        @pytest.mark.isolated(timeout=1)
+        def test_b(shared):
+            time.sleep(0.5)
+            a_ended = float((shared / "a_ended").read_text())
+            print("forked", a_ended - payload_started(), "s before test_a ended")
+            assert (payload_started() < a_ended - 1) == PREPARED
+    """).replace("PREPARED", "True" if prepare == "1" else "False"))
+    run(pytester, "--isolate", "-v").assert_outcomes(passed=2)
+
+
+def test_fixtures_are_set_up_as_in_a_plain_run(pytester, monkeypatch):
+    """Wider fixtures a test needs first (a class fixture, a module fixture in the next
+    module, a parametrized module fixture) are not there yet when the test before
+    runs: those tests get their container at their turn, and every fixture is set up
+    once per scope, with the right parameter, in the same order as without
+    --isolate."""
+    pytester.makepyfile(test_one=textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture(scope="module", params=[1, 2])
+        def number(request, log):
+            log(f"number {request.param}")
+            return request.param
+
+        @pytest.fixture(scope="class")
+        def letters(log):
+            log("letters")
+            return "abc"
+
+        def test_first(log):
+            log("test_first")
+
+        def test_number(number, log):
+            log(f"test_number {number}")
+
+        class TestClass:
+            def test_plain(self, log):
+                log("test_plain")
+
+            def test_letters(self, letters, log):
+                log(f"test_letters {letters}")
+
+            def test_letters_again(self, letters, log):
+                log(f"test_letters_again {letters}")
+    """), test_two=textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def two(log):
+            log("two")
+            return 2
+
+        def test_two(two, log):
+            log(f"test_two {two}")
+    """), conftest=textwrap.dedent("""
+        import pytest
+
+        @pytest.fixture(scope="session")
+        def log(tmp_path_factory):
+            path = tmp_path_factory.getbasetemp() / "log.txt"
+            def write(what):
+                with open(path, "a") as f:
+                    f.write(what + "\\n")
+            return write
+
+        def pytest_sessionfinish(session):
+            import os, shutil
+            base = session.config._tmp_path_factory.getbasetemp()
+            shutil.copy(base / "log.txt",
+                        session.config.rootpath / f"log-{os.environ['LOG_MODE']}.txt")
+    """))
+    for mode, args in (("plain", ()), ("isolated", ("--isolate",))):
+        monkeypatch.setenv("LOG_MODE", mode)
+        run(pytester, *args).assert_outcomes(passed=7)
+    plain = (pytester.path / "log-plain.txt").read_text().splitlines()
+    isolated = (pytester.path / "log-isolated.txt").read_text().splitlines()
+    assert plain == isolated
+    assert plain.count("number 1") == plain.count("number 2") == 1
+    assert plain.count("letters") == 1 and plain.count("two") == 1
+
+
+def test_a_prepared_container_whose_test_does_not_come_leaves_nothing(pytester):
+    """-x stops the run after test_a fails; test_b's container was prepared meanwhile
+    and is destroyed unused (the suite's leak check looks for what is left)."""
+    pytester.makepyfile(textwrap.dedent("""
+        import time
+
+        def test_a():
+            time.sleep(0.5)
+            assert False
+
+        def test_b():
+            pass
+    """))
+    result = run(pytester, "--isolate", "-x")
+    result.assert_outcomes(failed=1)
