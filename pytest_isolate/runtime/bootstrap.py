@@ -175,6 +175,27 @@ def bootstrap_main(cfg: Config, sock: socket.socket, init_r: int, host_pid: int,
         os._exit(code)
 
 
+def init_direct_main(cfg: Config, sock: socket.socket, init_r: int, host_pid: int,
+                     host_start: int | None, join_fds: list[int]) -> NoReturn:
+    """The init, forked straight from the host into the container's new PID namespace
+    (without a user namespace there is nothing a bootstrap must do first, and the host
+    saves a fork of itself). Unshares the container's other namespaces itself, then
+    goes on as an init made by a bootstrap. Never returns."""
+    try:
+        linux.set_pdeathsig(signal.SIGKILL)
+        # its parent is outside its PID namespace (getppid() says 0), but /proc is
+        # still the host's here: the host died before pdeathsig was armed?
+        if linux.proc_start_time(host_pid) != host_start:
+            os._exit(1)
+        scrub_fds({0, 1, 2, sock.fileno(), init_r, *join_fds})
+        with step("unshare"):
+            linux.unshare(cfg.clone_flags() & ~linux.CLONE_NEWPID)
+    except BaseException as e:
+        report_error(sock, e)
+        os._exit(1)
+    _init_main(cfg, sock, init_r, join_fds)
+
+
 def _expect_go(sock: socket.socket) -> None:
     msg = recv_msg(sock)
     if msg is None or msg["t"] != "go":

@@ -25,6 +25,7 @@ from .bootstrap import (
     _cut,
     bootstrap_main,
     exec_main,
+    init_direct_main,
 )
 from .capabilities import CapabilitySets, current
 from .channel import (
@@ -101,6 +102,7 @@ class _Running:
     confirmed: bool = False
     callback_error: BaseException | None = None
     exit: ExitStatus | None = None
+    direct: bool = False  # monitor_pid is the init itself (no bootstrap in between)
 
 
 @dataclass
@@ -112,6 +114,7 @@ class _Start:
     joins: bool  # the init joins its cgroups itself
     eager: bool  # the process was handed over at once: no host step in between
     deadline: float
+    init: dict[str, Any] | None = None  # the init's "init" message, when the host forked it
 
 
 class Container:
@@ -209,27 +212,47 @@ class Container:
         init_r, init_w = os.pipe()
         _flush_std()
         host_pid = os.getpid()
+        # Without a user namespace the init is forked straight from here into a new PID
+        # namespace; with one, a bootstrap process creates the namespaces first (the
+        # host writes its id maps) and forks the init.
+        direct = not cfg.namespaces.user
+        new_pid_ns = direct and cfg.namespaces.pid
+        host_start = _own_start_time() if direct else None
         t_fork = time.monotonic()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
-            try:
-                trace.mark("host:fork (child side)", t_fork)
-                host_sock.close()
-                os.close(init_w)
-                bootstrap_main(cfg, child_sock, init_r, host_pid, join_fds)
-            finally:
-                os._exit(1)
+        if new_pid_ns:
+            linux.unshare(linux.CLONE_NEWPID)  # for the next child only: undone below
+        pid = -1
+        try:
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - runs in the child, which never returns
+                try:
+                    trace.mark("host:fork (child side)", t_fork)
+                    host_sock.close()
+                    os.close(init_w)
+                    if direct:
+                        init_direct_main(cfg, child_sock, init_r, host_pid, host_start,
+                                         join_fds)
+                    bootstrap_main(cfg, child_sock, init_r, host_pid, join_fds)
+                finally:
+                    os._exit(1)
+        finally:
+            if new_pid_ns and pid != 0:
+                linux.setns(_own_pid_namespace(), linux.CLONE_NEWPID)
         trace.mark("host:fork", t_fork)
         child_sock.close()
         os.close(init_r)
-        run = _Running(process, True, host_sock, pid, None, FrameReader())
+        run = _Running(process, True, host_sock, pid, None, FrameReader(), direct=direct)
         self._initial = run
         # Nothing for the host to do between the fork and the payload: the process
         # is handed over now and the container's processes go on without a round trip.
         eager = bool(join_fds) and not cfg.namespaces.user and not cfg.hooks.prestart \
             and not cfg.hooks.create_runtime
+        # the host's own child needs no word from a bootstrap: its pid is known, and
+        # it is not reaped (nor its pid recycled) before the host waits for it
+        known = {"t": "init", "pid": pid, "start": linux.proc_start_time(pid)} \
+            if direct else None
         self._pending = _Start(spec_bytes, init_w, bool(join_fds), eager,
-                               time.monotonic() + SETUP_TIMEOUT)
+                               time.monotonic() + SETUP_TIMEOUT, known)
         _close_all(join_fds)
         if eager:
             try:
@@ -255,8 +278,11 @@ class Container:
         try:
             if pending.eager:
                 with trace.span("host:wait for the container's set-up"):
-                    msgs = self._collect(run, ("init", "ready", "started"), deadline)
-                init_msg = msgs["init"]
+                    msgs = self._collect(run, ("ready", "started") if pending.init
+                                         else ("init", "ready", "started"), deadline)
+                init_msg = pending.init or msgs["init"]
+            elif pending.init is not None:  # the init is the host's own child
+                init_msg, ready_early = pending.init, False
             else:
                 ready = ("ready",) if pending.joins else ()
                 with trace.span("host:wait for unshare and init"):
@@ -916,7 +942,9 @@ class Container:
         run.monitor_done = True
         if run.monitor_pid:
             try:
-                os.waitpid(run.monitor_pid, 0)
+                _, status = os.waitpid(run.monitor_pid, 0)
+                if run.direct and run.init_status is None:
+                    run.init_status = status  # what a bootstrap would have reported
             except ChildProcessError:
                 pass
             run.monitor_pid = 0
@@ -1190,6 +1218,29 @@ def _json_items(data: bytes) -> int:
     counted without parsing it."""
     return (data.count(b",") + data.count(b"[") + data.count(b"{") + data.count(b":")
             + data.count(b'"') // 2 + 1)
+
+
+_own: dict[str, Any] = {}
+
+
+def _own_pid_namespace() -> int:
+    """A descriptor of this process's own PID namespace (for setns back to it after a
+    child was forked into a new one); opened once per process."""
+    if _own.get("pid") != os.getpid():
+        if "fd" in _own:
+            os.close(_own["fd"])
+        _own["fd"] = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        _own["pid"] = os.getpid()
+    fd: int = _own["fd"]
+    return fd
+
+
+def _own_start_time() -> int | None:
+    pid = os.getpid()
+    if _own.get("start_pid") != pid:
+        _own["start"], _own["start_pid"] = linux.proc_start_time(pid), pid
+    start: int | None = _own["start"]
+    return start
 
 
 def _flush_std() -> None:

@@ -372,3 +372,37 @@ def test_a_failed_set_up_surfaces_in_ready(factory, tmp_path):
         c.ready()
     assert "missing" in str(ei.value) or ei.value.step.startswith("mount")
     assert factory.list() == []
+
+
+def _parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_without_a_user_namespace_the_init_is_the_hosts_own_child(factory):
+    """No bootstrap in between: the host forks the init into a new PID namespace, then
+    its own children are born in its own PID namespace again."""
+    own = os.readlink("/proc/self/ns/pid")
+    with factory.create("direct", Config()) as c:
+        c.start(Process(argv=["sleep", "60"]))
+        init = c.state().init_pid
+        assert _parent_of(init) == os.getpid()
+        assert os.readlink(f"/proc/{init}/ns/pid") != own
+        assert os.readlink("/proc/self/ns/pid_for_children") == own
+        after = subprocess.run(["sh", "-c", "readlink /proc/self/ns/pid"],
+                               capture_output=True, text=True).stdout.strip()
+        assert after == own
+        c.signal(signal.SIGKILL)
+        st = c.wait()
+    assert st.signal == signal.SIGKILL
+
+
+def test_with_a_user_namespace_a_bootstrap_forks_the_init(factory):
+    from pytest_isolate.runtime import Namespaces
+
+    with factory.create("viaboot", Config(namespaces=Namespaces(user=True))) as c:
+        c.start(Process(argv=["sleep", "60"]))
+        init = c.state().init_pid
+        boot = _parent_of(init)
+        assert boot != os.getpid() and _parent_of(boot) == os.getpid()
+        assert open(f"/proc/{boot}/comm").read().strip() == "isolate-boot"
