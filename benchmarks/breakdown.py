@@ -4,10 +4,10 @@
 
 Runs a suite of trivial tests under ``pytest --isolate`` with
 ``PYTEST_ISOLATE_TRACE`` set (see ``pytest_isolate/runtime/trace.py``), then prints
-for every phase the median and mean duration per test (over all tests but the first,
-which pays for imports), the host's phases and the container's side by side. Phases
-overlap where host and container work at once; "host:wait ..." phases are the host
-waiting for the container's side.
+for every phase its mean duration per test (its total over the run divided by the
+number of tests), the host's phases and the container's side by side. Phases overlap
+where host and container work at once (and the next test's container is set up while
+a test runs); "host:wait ..." phases are the host waiting for the container's side.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import collections
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,25 +52,21 @@ def main() -> None:
         lines = [line.split() for line in trace.read_text().splitlines()]
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    # group phases by test: each test starts at a "plugin:settings to config"
-    per_test: list[dict[str, float]] = []
-    current: dict[str, float] = collections.defaultdict(float)
+    # Phases of one test overlap with the next one's (its container is prepared while
+    # the test before runs), so phases are summed over the run and divided by the
+    # number of tests: the mean cost per test of each, wherever it fell.
+    totals: dict[str, float] = collections.defaultdict(float)
+    counts: dict[str, int] = collections.defaultdict(int)
     for _pid, *name_parts, t0, t1 in lines:
         name = normalise(" ".join(name_parts))
-        if name == "plugin:settings to config" and current:
-            per_test.append(current)
-            current = collections.defaultdict(float)
-        current[name] += float(t1) - float(t0)
-    if current:
-        per_test.append(current)
-    per_test = per_test[1:]  # the first pays for imports
-    names = sorted({n for t in per_test for n in t}, key=lambda n: (n.split(":")[0], n))
-    print(f"{len(per_test)} tests traced; whole run {wall:.2f} s "
-          f"({wall / (len(per_test) + 1) * 1000:.1f} ms per test, pytest start included)")
-    print(f"{'phase':<52} {'median ms':>9} {'mean ms':>8}")
-    for n in names:
-        values = [t.get(n, 0.0) * 1000 for t in per_test]
-        print(f"{n:<52} {statistics.median(values):>9.2f} {statistics.mean(values):>8.2f}")
+        totals[name] += float(t1) - float(t0)
+        counts[name] += 1
+    n = opts.tests
+    print(f"{n} tests; whole run {wall:.2f} s ({wall / n * 1000:.1f} ms per test, pytest "
+          "start included)")
+    print(f"{'phase':<52} {'ms/test':>8} {'times':>6}")
+    for name in sorted(totals, key=lambda k: (k.split(":")[0], k)):
+        print(f"{name:<52} {totals[name] / n * 1000:>8.2f} {counts[name]:>6}")
 
 
 if __name__ == "__main__":

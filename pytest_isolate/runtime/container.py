@@ -207,6 +207,9 @@ class Container:
             spec_bytes = self._pickle_spec(process)
         with trace.span("host:create cgroups"):
             self._cgroups = self._make_cgroups()
+        if self._cgroups is not None:  # recorded now, so gc() finds them if we die
+            self._state.cgroup_paths = self._cgroups.paths()
+            self._save()
         join_fds = self._open_join_files()
         host_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         init_r, init_w = os.pipe()

@@ -88,7 +88,8 @@ class Run:
         del rusage
         problems = leftovers(before, os.getpid(), wait=5.0)
         new_tmp = {n for n in _listing("/tmp") - tmp_before if not _another_runs_workdir(n)}
-        new_shm = _listing("/dev/shm") - shm_before
+        new_shm = {n for n in _listing("/dev/shm") - shm_before
+                   if not _another_runs_workdir(n)}
         if new_tmp:
             problems.append(f"/tmp: {sorted(new_tmp)[:5]}")
         if new_shm:
@@ -96,6 +97,15 @@ class Run:
         if socket.gethostname() != hostname:
             problems.append(f"hostname changed to {socket.gethostname()!r}")
         self.host_problems = problems
+
+
+def _workdirs_of(pid: int) -> list[str]:
+    """The work directories of the run ``pid`` (in memory, see fast_tmpdir, or in
+    /tmp)."""
+    from pytest_isolate.plugin import fast_tmpdir
+
+    return [os.path.join(d, n) for d in dict.fromkeys((fast_tmpdir(), "/tmp"))
+            for n in os.listdir(d) if n.startswith(f"pytest-isolate-{pid}-")]
 
 
 def _another_runs_workdir(name: str) -> bool:
@@ -273,11 +283,8 @@ def test_pytest_killed_mid_run_leaves_no_process_and_the_next_run_collects(
     problems = leftovers(before, os.getpid(), wait=5.0)
     # the containers died with it (their processes have a parent-death signal)
     assert not [p for p in problems if p.startswith("process")], problems
-    state_left = [p for p in os.listdir("/run/pytest-isolate")
-                  if p.startswith(f"pytest-{pid}-")] if os.path.isdir(
-                      "/run/pytest-isolate") else []
-    workdir_left = [n for n in os.listdir("/tmp") if n.startswith(f"pytest-isolate-{pid}-")]
-    assert state_left or workdir_left or problems  # there was something to collect
+    workdir_left = _workdirs_of(pid)  # with its containers' state in it
+    assert workdir_left or problems  # there was something to collect
     # the next run collects what the killed one left
     (tmp_path / "test_sleepers.py").write_text("import pytest\n\n"
                                                "@pytest.mark.isolated\n"
@@ -286,7 +293,7 @@ def test_pytest_killed_mid_run_leaves_no_process_and_the_next_run_collects(
                           "test_sleepers.py"], cwd=tmp_path, capture_output=True, timeout=120)
     assert nxt.returncode == 0, nxt.stdout.decode()
     after = leftovers(before, os.getpid(), wait=5.0)
-    left_tmp = [n for n in os.listdir("/tmp") if n.startswith(f"pytest-isolate-{pid}-")]
+    left_tmp = _workdirs_of(pid)
     battery_figures.append({"item": "pytest SIGKILL", "tests": 1,
                             "contained": int(not after and not left_tmp),
                             "host_ok": not after and not left_tmp, "exit": -9,
