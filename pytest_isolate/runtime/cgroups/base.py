@@ -189,6 +189,15 @@ def make_container_dir(d: str, ops: DirOps) -> None:
 def remove_cgroup(d: str, ops: DirOps, timeout: float) -> None:
     """rmdir ``d`` and any cgroups a container made below it, retrying on EBUSY while
     the last members finish exiting."""
+    try:  # the usual case, without listing the directory: nothing below, no members
+        ops.rmdir(d)
+        return
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.ENOTEMPTY):
+            raise CgroupError(f"cannot remove cgroup {d}: {os.strerror(e.errno or 0)}",
+                              path=d, errno=e.errno) from None
     deadline = time.monotonic() + timeout
     subdirs: list[str] = []
     for dirpath, _dirnames, _files in os.walk(d, topdown=False):

@@ -372,6 +372,34 @@ class V1Manager(Manager):
     def paths(self) -> dict[str, str]:
         return dict(self._dirs)
 
+    def destroy(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+        if self._destroyed or not self._claimed:
+            return
+        if self._remove_if_empty():
+            self._destroyed = True
+            return
+        super().destroy(timeout)
+
+    def _remove_if_empty(self) -> bool:
+        """The usual end, in one rmdir per hierarchy: the container's processes are
+        gone (its init was reaped). The first rmdir tells: it fails while the cgroup
+        has members or cgroups below it, and then nothing was removed and the careful
+        way (kill, wait, remove) follows. Every hierarchy holds the same processes."""
+        dirs = self._unique_dirs()
+        if not dirs:
+            return False
+        try:
+            self.ops.rmdir(dirs[0])
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        for d in dirs[1:]:
+            remove_cgroup(d, self.ops, DEFAULT_TIMEOUT)
+        for d in dirs:
+            release_chain(self._chain(d), self.ops)
+        return True
+
     def _remove(self, timeout: float, dirs: list[str] | None = None) -> None:
         for d in self._unique_dirs() if dirs is None else dirs:
             remove_cgroup(d, self.ops, timeout)
