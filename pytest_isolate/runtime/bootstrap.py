@@ -1,7 +1,7 @@
 """The container side of start-up: everything between the host's fork and the payload.
 
-Three processes take part: the bootstrap B (the host's child), the init I (PID 1 of
-the new PID namespace) and the payload P (I's child)::
+With a user namespace three processes take part: the bootstrap B (the host's child),
+the init I (PID 1 of the new PID namespace) and the payload P (I's child)::
 
     host                         B                        I (PID 1)             P
     fork -----------------> pdeathsig,
@@ -32,6 +32,24 @@ On cgroup v1 the init joins its cgroups itself, as its first step, by writing ``
 to the ``tasks`` files the host opened for it (see ``Manager.join_files``): a thread
 moving itself skips the kernel's global lock and its RCU grace period, so the move
 costs microseconds instead of ~10 ms, and no round trip to the host is needed.
+
+Without a user namespace there is no bootstrap: the host unshares only its PID
+namespace for children, forks the init straight into the new one (then sets its own
+back with setns), and the init unshares the other namespaces itself
+(``init_direct_main``); the host knows the init's pid from its fork, so there is no
+``init`` message, and it reaps the init itself (no ``init-exit``). One fork of the host
+less. Where the host has no step in the middle (no user namespace, the init joins its
+cgroups itself, no prestart or create-runtime hooks), the host sends the process at
+once after the fork and the container sets itself up without a round trip
+(``Container.start(wait=False)``; ``ready()`` collects the messages later)::
+
+    host                                      I (PID 1)                 P
+    unshare(PID); fork; setns back ------> pdeathsig, fds -> /dev/null,
+    --- process {size} + stdio fds ------> unshare(the rest), join cgroups,
+                                           mounts ... lo up
+        <-- ready -------------------------
+                                           fork ------------------> (as above)
+        <-- started {pid} -----------------
 
 Every message is a JSON object on the sync socket pair. A step that fails sends
 ``{"t": "error", "step": ..., "errno": ..., "message": ...}`` and exits; the host
