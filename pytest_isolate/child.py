@@ -97,7 +97,7 @@ def link() -> Any:
     return _link
 
 
-def run_item_when_told(nodeid: str, link_fd: int, go_fd: int) -> str:
+def run_item_when_told(nodeid: str, link_fd: int, go_fd: int, hang_fd: int) -> str:
     """The payload of a container prepared ahead of its test's turn: wait for the
     host's word (a line with the test's timeout as JSON), then run the item. The host
     closing ``go_fd`` without a word means the test does not come."""
@@ -111,12 +111,16 @@ def run_item_when_told(nodeid: str, link_fd: int, go_fd: int) -> str:
         data += chunk
     os.close(go_fd)
     timeout = json.loads(data)
-    return run_item(nodeid, float(timeout) if timeout is not None else None, link_fd)
+    return run_item(nodeid, float(timeout) if timeout is not None else None, link_fd,
+                    hang_fd)
 
 
-def run_item(nodeid: str, timeout: float | None, link_fd: int | None = None) -> str:
+def run_item(nodeid: str, timeout: float | None, link_fd: int | None = None,
+             hang_fd: int | None = None) -> str:
     """Run the item's setup, call and teardown here and send each report home.
-    ``link_fd`` is where the host's answers to run_isolated/isolate_usage arrive."""
+    ``link_fd`` is where the host's answers to run_isolated/isolate_usage arrive;
+    ``hang_fd`` where the stacks go shortly before the timeout (the host shows them
+    only if the test does time out)."""
     global _in_container, _link
     _in_container = True
     if link_fd is not None:
@@ -138,9 +142,11 @@ def run_item(nodeid: str, timeout: float | None, link_fd: int | None = None) -> 
         import faulthandler
         import sys
 
-        # Print where the test hangs just before the host kills the container.
+        # Where the test hangs, written just before the host kills the container: to
+        # a file of the host's, which it shows only if the test times out.
         faulthandler.dump_traceback_later(max(timeout - 0.3, timeout * 0.8),
-                                          file=sys.__stderr__ or 2, exit=False)
+                                          file=hang_fd if hang_fd is not None
+                                          else (sys.__stderr__ or 2), exit=False)
     only_item = internals.ItemTeardownOnly(item)
     measuring = coverage_start()
     try:

@@ -61,8 +61,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "test), warn (run without it) or skip; default: error for what "
                          "you asked for, warn for a profile's defaults "
                          "(ini: isolate_unsupported)")
-    parser.addini("isolate", "run every test in its own container", type="bool",
-                  default=False)
+    parser.addini("isolate", "run every test in its own container (true/false)",
+                  type="string", default="false")
     parser.addini("isolate_unsupported", "error, warn or skip: see --isolate-unsupported",
                   type="string", default=None)
     for name, text in SETTINGS.items():
@@ -123,13 +123,31 @@ def pytest_configure_node(node: Any) -> None:
 
 
 def _unsupported_policy(config: pytest.Config) -> str | None:
-    value = config.getoption("isolate_unsupported", None) or config.getini(
-        "isolate_unsupported")
+    cli = config.getoption("isolate_unsupported", None)
+    value = cli or config.getini("isolate_unsupported")
     if value in (None, ""):
         return None
     if value not in POLICIES:
-        raise SettingError("unsupported", value, "ini file", "error, warn or skip")
+        if cli:
+            raise SettingError("--isolate-unsupported", value, "command line",
+                               "error, warn or skip")
+        raise SettingError("isolate_unsupported", value, "ini file", "error, warn or skip")
     return str(value)
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0", "")
+
+
+def _isolate_ini(config: pytest.Config) -> bool:
+    """The ini key ``isolate``: a truth value, or a usage error naming the key."""
+    value = str(config.getini("isolate")).strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise pytest.UsageError(f"ini file: isolate={config.getini('isolate')!r} is invalid: "
+                            "write isolate = true (or false)")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -251,8 +269,23 @@ def run_isolated(request: pytest.FixtureRequest) -> Any:
         if link is None:
             raise RunIsolatedError("run_isolated: this test's container has no link to the "
                                    "host")
-        return RunIsolated(lambda req: link.ask({"op": "run", **req}), decide_fresh)
-    return RunIsolated(lambda req: execute(state, item, req), decide_fresh)
+
+        def via_host(req: dict[str, Any]) -> dict[str, Any]:
+            __tracebackhide__ = True
+            answer: dict[str, Any] = link.ask({"op": "run", **req})
+            return answer
+
+        return RunIsolated(via_host, decide_fresh)
+    def on_host(req: dict[str, Any]) -> dict[str, Any]:
+        __tracebackhide__ = True
+        if child.in_container():  # a fixture value kept from a test that ran here
+            raise RunIsolatedError(
+                f"run_isolated: this fixture value belongs to {item.nodeid}, which ran in "
+                "the pytest process, and cannot be used inside an isolated test: request "
+                "the run_isolated fixture in the isolated test itself")
+        return execute(state, item, req)
+
+    return RunIsolated(on_host, decide_fresh)
 
 
 @pytest.fixture
@@ -274,7 +307,7 @@ class IsolateState:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.isolate_all = bool(config.getoption("isolate") or config.getini("isolate"))
+        self.isolate_all = bool(config.getoption("isolate")) or _isolate_ini(config)
         self.profiles = _load_profiles(config)
         self.layers = self._option_layers()
         # check run-wide values now: a bad one is a usage error before anything runs
@@ -285,8 +318,12 @@ class IsolateState:
         self.retired: list[Any] = []
         # the next test's container, set up while the current test runs (runner.py);
         # PYTEST_ISOLATE_PREPARE=0 turns that off (to measure what it brings)
-        self.prepared: Any = None
-        self.prepare_ahead = os.environ.get("PYTEST_ISOLATE_PREPARE", "1") != "0"
+        self.prepared: list[Any] = []
+        ahead = os.environ.get("PYTEST_ISOLATE_PREPARE", "")
+        self.prepare_ahead = ahead != "0"
+        self.prepare_depth = int(ahead) if ahead.isdigit() and int(ahead) > 0 else \
+            1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+        self.item_index: dict[int, int] | None = None
         self._support: Support | None = None
         self.unsupported = _unsupported_policy(config)
         _remove_dead_workdirs()

@@ -104,45 +104,66 @@ def _run(item: pytest.Item, nextitem: pytest.Item | None,
 
 
 def prepare_next(state: IsolateState, item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Start ``nextitem``'s container now, while ``item`` runs, when a fork made now is
-    as good as one made at its turn: it is isolated, with valid settings, and every
-    collector and wider fixture it needs is set up already (see
-    ``internals.set_up_for``). Its container is still its own and fresh."""
-    if nextitem is None or state.prepared is not None or not state.prepare_ahead:
-        return
-    settings = state.settings_for(nextitem)
-    if not isinstance(settings, Settings):
+    """Start the next tests' containers now, while ``item`` runs, when a fork made now
+    is as good as one made at their turn: isolated, with valid settings, and every
+    collector and wider fixture they need set up already (``internals.set_up_for``).
+    Each container is still its test's own and fresh. Two ahead without xdist (the
+    test after ``nextitem`` is the next in the session's list), one ahead with it (a
+    worker does not know which test it gets after ``nextitem``)."""
+    if nextitem is None or not state.prepare_ahead:
         return
     if item.session.shouldfail or item.session.shouldstop:
         return
-    if not internals.set_up_for(item, nextitem):
-        return
-    box = _Box(nextitem, state)
-    with trace.span("plugin:prepare the next container"):
-        ok = box.prepare(settings)
-    if ok:
-        state.prepared = box
-    else:
-        box.close()
+    wanted = [nextitem]
+    if state.prepare_depth > 1:
+        after = _after(state, item.session, nextitem)
+        if after is not None:
+            wanted.append(after)
+    for i, candidate in enumerate(wanted):
+        if i < len(state.prepared):
+            if state.prepared[i].item is candidate:
+                continue  # prepared while the test before ran
+            return
+        settings = state.settings_for(candidate)
+        if not isinstance(settings, Settings) or not internals.set_up_for(item, candidate):
+            return
+        box = _Box(candidate, state)
+        with trace.span("plugin:prepare the next container"):
+            ok = box.prepare(settings)
+        if not ok:
+            box.close()
+            return
+        state.prepared.append(box)
+
+
+def _after(state: IsolateState, session: pytest.Session, nextitem: pytest.Item
+           ) -> pytest.Item | None:
+    """The test run after ``nextitem``: the next in the session's list."""
+    if state.item_index is None:
+        state.item_index = {id(it): i for i, it in enumerate(session.items)}
+    i = state.item_index.get(id(nextitem))
+    if i is None or i + 1 >= len(session.items) or session.items[i] is not nextitem:
+        return None
+    return session.items[i + 1]
 
 
 def take_prepared(state: IsolateState, item: pytest.Item, settings: Settings) -> _Box | None:
-    """The container prepared for ``item``, if it was made with these settings; any
-    other prepared container is destroyed unused."""
-    box, state.prepared = state.prepared, None
-    if box is None:
+    """The container prepared for ``item``, if it was made with these settings; if the
+    first prepared container is for another test, all are destroyed unused."""
+    if not state.prepared:
         return None
+    box = state.prepared[0]
     if box.item is item and box.settings is not None and \
             dataclasses.replace(box.settings, timeout=settings.timeout) == settings:
+        state.prepared.pop(0)
         return box  # type: ignore[no-any-return]  # the timeout goes with the word
-    box.discard()
+    discard_prepared(state)
     return None
 
 
 def discard_prepared(state: IsolateState) -> None:
-    box, state.prepared = state.prepared, None
-    if box is not None:
-        box.discard()
+    while state.prepared:
+        state.prepared.pop().discard()
 
 
 def _annotate(report: pytest.TestReport, status: ExitStatus | None) -> None:
@@ -240,10 +261,12 @@ class _Box:
         # flood, or fallocate, hits the test's memory limit, never the host's disk).
         self.out = _memory_file("isolate-stdout")
         self.err = _memory_file("isolate-stderr")
+        self.hang = _memory_file("isolate-hang")  # stacks dumped just before a timeout
 
     def close(self) -> None:
         self.out.close()
         self.err.close()
+        self.hang.close()
         if self.link_w >= 0:
             os.close(self.link_w)
             self.link_w = -1
@@ -348,11 +371,14 @@ class _Box:
 
         nodeid = self.item.nodeid
         target: Any
+        hang = self.hang.fileno()
         if go_r is None:
-            target, args, extra = child.run_item, (nodeid, settings.timeout, 3), [link_r]
+            target, args, extra = child.run_item, (nodeid, settings.timeout, 3, 4), \
+                [link_r, hang]
         else:
             # its timeout comes with the word to start (pytest-timeout may change it)
-            target, args, extra = child.run_item_when_told, (nodeid, 3, 4), [link_r, go_r]
+            target, args, extra = child.run_item_when_told, (nodeid, 3, 4, 5), \
+                [link_r, go_r, hang]
         return Process(target=target, args=args, env=dict(settings.env), stdin=DEVNULL,
                        stdout=self.out.fileno(), stderr=self.err.fileno(),
                        timeout=settings.timeout, on_message=self.on_message,
@@ -414,11 +440,14 @@ class _Box:
         container = self.container
         link_r = -1
         if container is None:
+            problem = None
             try:
                 with trace.span("plugin:settings to config"):
                     cfg = container_config(item, settings)
             except ConfigProblem as e:
-                self._report_crash(str(e), None)
+                problem = str(e)
+            if problem is not None:  # reported outside the except: no exception chain
+                self._report_crash(problem, None)
                 return
             link_r, self.link_w = os.pipe2(os.O_CLOEXEC)
             os.set_blocking(self.link_w, False)
@@ -531,12 +560,22 @@ class _Box:
             return
         internals.prime_xfail(item)
         report = _host_phase(item, when, _fail(message))
+        # the phase took what the container's time shows, not the instant of the report
+        # (a test that timed out after 5 s must be in --durations and junitxml as such)
+        spent = self.wall_time - sum(r.duration for r in self.reports.values())
+        if spent > report.duration:
+            report.duration = spent
+            report.stop = report.start + spent
         if getattr(report, "wasxfail", None) is not None:
             report.wasxfail = f"{report.wasxfail} ({message})"
         for name, f in (("stdout", self.out), ("stderr", self.err)):
             text = _tail(f)
             if text:
                 report.sections.append((f"Captured {name} {when}", text))
+        if status is not None and status.timed_out:
+            text = _tail(self.hang)
+            if text:
+                report.sections.append((f"isolate: where it hung ({when})", text))
         _log(item, report)
         self.reports[when] = report
 

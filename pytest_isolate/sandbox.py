@@ -119,7 +119,7 @@ class IsolatedResult:
     def describe(self) -> str:
         """How it ended, in one line."""
         if self.timed_out:
-            return f"timed out after {self.timeout:g} s" if self.timeout else "timed out"
+            return f"timed out after {round(self.timeout, 2):g} s" if self.timeout else "timed out"
         if self.oom_killed:
             from .runtime.units import format_size
 
@@ -216,6 +216,7 @@ def resolve_call_settings(state: IsolateState, item: pytest.Item,
                           overrides: Mapping[str, Any]) -> Settings:
     """The settings of one call: the run's (and, for an isolated test, its marker's)
     with the call's keywords on top; inside an isolated test, never looser."""
+    __tracebackhide__ = True  # errors point at the caller, not at us
     from .settings import SettingError, Settings, looser_than, resolve
 
     name = getattr(item, "name", "?")
@@ -239,15 +240,42 @@ def resolve_call_settings(state: IsolateState, item: pytest.Item,
     return settings
 
 
+def _within_host_support(state: IsolateState, settings: Settings) -> Settings:
+    """The ``isolate_unsupported`` policy, for one call as for a test: a limit this
+    host cannot give is an error when asked for (``RunIsolatedError``), a warning when
+    a profile's default (the call runs without it), or skips the calling test. Without
+    namespaces a call is always an error: it would run unsandboxed."""
+    __tracebackhide__ = True  # errors point at the caller, not at us
+    import pytest
+
+    from .support import policy_for
+
+    for gap in state.support.gaps(settings):
+        policy = "error" if gap.key == "namespaces" else policy_for(gap, state.unsupported)
+        if policy == "error":
+            raise RunIsolatedError(f"run_isolated(): {gap.message()}. Or run it without: "
+                                   "--isolate-unsupported=warn")
+        if policy == "skip":
+            raise pytest.skip.Exception(f"isolate: {gap.what}, which this host cannot give "
+                                        f"({gap.cause})")
+        state.warn_once(f"unsupported:{gap.key}", gap.message() +
+                        ". Tests and calls run without it (--isolate-unsupported=warn)")
+        settings = dataclasses.replace(settings, **(
+            {"cpu": None} if gap.key == "cpu" else {"seccomp": "unconfined"}))
+    return settings
+
+
 def execute(state: IsolateState, item: pytest.Item, request: Mapping[str, Any],
             deadline: float | None = None) -> dict[str, Any]:
     """Run one request in a fresh container on this host and return the answer
     (JSON data). ``deadline`` (monotonic) is when the calling test's own container is
     killed: the call's timeout ends then at the latest."""
+    __tracebackhide__ = True  # errors point at the caller, not at us
     from .runner import ConfigProblem, container_config
     from .runtime import DEVNULL, PIPE, IsolateError, Process
 
-    settings = resolve_call_settings(state, item, request["settings"])
+    settings = _within_host_support(state, resolve_call_settings(state, item,
+                                                                 request["settings"]))
     timeout = settings.timeout
     if deadline is not None:
         left = deadline - time.monotonic()
@@ -337,6 +365,7 @@ class RunIsolated:
                  capabilities: Any = _UNSET, user: Any = _UNSET, profile: Any = _UNSET,
                  trusted: bool = False, max_output: int = DEFAULT_MAX_OUTPUT,
                  fresh: bool | None = None, **kwargs: Any) -> IsolatedResult:
+        __tracebackhide__ = True  # errors point at the caller, not at us
 
         if not callable(func):
             raise RunIsolatedError(f"run_isolated() needs a callable first, got "
@@ -350,23 +379,62 @@ class RunIsolated:
                 0 <= max_output <= 64 * 2**20):
             raise RunIsolatedError(f"run_isolated(max_output={max_output!r}): a byte count "
                                    "from 0 to 64M")
+        name = getattr(func, "__qualname__", None) or type(func).__name__
+        _check_for_typos(name, kwargs)
         given = dict(memory=memory, pids=pids, cpu=cpu, timeout=timeout, network=network,
                      seccomp=seccomp, readonly=readonly, hostname=hostname, env=env,
                      capabilities=capabilities, user=user, profile=profile)
         overrides = {k: _plain(v) for k, v in given.items() if v is not _UNSET}
-        name = getattr(func, "__qualname__", None) or type(func).__name__
         if fresh is None:
             fresh = self._decide_fresh(overrides)
         try:
             blob = _pickle_call((func, args, kwargs), by_value=bool(fresh))
         except Exception as e:
-            raise RunIsolatedError(f"run_isolated({name}): the callable or its arguments "
+            raise RunIsolatedError(f"run_isolated({name}): {_culprit(func, args, kwargs)} "
                                    f"cannot be shipped into a container: "
-                                   f"{type(e).__name__}: {e}") from None
+                                   f"{type(e).__name__}: {e}. Pass what it needs to build "
+                                   "the object instead (a path, a number, a string), or "
+                                   "create it inside the callable") from None
         request = {"blob": blob, "mode": "pickle" if trusted else "json",
                    "settings": overrides, "max_output": max_output, "fresh": fresh}
         answer = self._transport(request)
         return _result(name, answer, trusted)
+
+
+_OWN_KEYWORDS = ("memory", "pids", "cpu", "timeout", "network", "seccomp", "readonly",
+                 "hostname", "env", "capabilities", "user", "profile", "trusted",
+                 "max_output", "fresh")
+
+
+def _check_for_typos(name: str, kwargs: Mapping[str, Any]) -> None:
+    """A keyword for the callable spelled almost like one of run_isolated's own
+    (``memroy="64M"``) is a mistake, not an argument: it would run without the limit."""
+    import difflib
+
+    __tracebackhide__ = True
+    for key in kwargs:
+        close = difflib.get_close_matches(key, _OWN_KEYWORDS, n=1, cutoff=0.75)
+        if close:
+            raise RunIsolatedError(
+                f"run_isolated({name}): {key}= is not one of run_isolated's settings; "
+                f"did you mean {close[0]}=? (Keywords that are not settings go to the "
+                f"callable: to pass {key}= to it, use functools.partial({name}, "
+                f"{key}=...).)")
+
+
+def _culprit(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    """Which part of a call cannot be pickled, in words."""
+    import cloudpickle
+
+    parts = [("the callable", func)]
+    parts += [(f"argument {i + 1} ({type(a).__name__})", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k}= ({type(v).__name__})", v) for k, v in kwargs.items()]
+    for what, obj in parts:
+        try:
+            cloudpickle.dumps(obj)
+        except Exception:
+            return what
+    return "the call"
 
 
 _PICKLE_LOCK = threading.Lock()
@@ -464,6 +532,7 @@ class IsolateUsage:
 
     def snapshot(self) -> UsageSnapshot:
         """Usage of this test's container now (the test and everything it started)."""
+        __tracebackhide__ = True
         answer = self._ask({"op": "usage"})
         return UsageSnapshot(**{f.name: answer.get(f.name)
                                 for f in dataclasses.fields(UsageSnapshot)})
@@ -484,6 +553,7 @@ class Link:
         self.counter = 0
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        __tracebackhide__ = True  # errors point at the caller, not at us
         import json
 
         from .runtime import emit
@@ -509,6 +579,10 @@ class Link:
             raise RunIsolatedError("answer for another request from the host")
         if "raise" in reply:
             raise RunIsolatedError(reply["raise"])
+        if "skip" in reply:
+            import pytest
+
+            pytest.skip(str(reply["skip"]))
         answer: dict[str, Any] = reply["answer"]
         return answer
 
@@ -517,6 +591,8 @@ def serve(state: IsolateState, item: pytest.Item, msg: Mapping[str, Any],
           container: Any, deadline: float | None) -> dict[str, Any]:
     """The host's answer to one request from an isolated test (``{"id", "answer"}``
     or ``{"id", "raise"}``); never raises for what the request holds."""
+    import pytest
+
     rid = msg.get("id")
     try:
         op = msg.get("op", "run")
@@ -541,5 +617,7 @@ def serve(state: IsolateState, item: pytest.Item, msg: Mapping[str, Any],
         return {"id": rid, "answer": answer}
     except RunIsolatedError as e:
         return {"id": rid, "raise": str(e)}
+    except pytest.skip.Exception as e:
+        return {"id": rid, "skip": str(e.msg)}
     except Exception as e:
         return {"id": rid, "raise": f"run_isolated failed on the host: {type(e).__name__}: {e}"}

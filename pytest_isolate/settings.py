@@ -121,6 +121,9 @@ def _env_pair(item: object, origin: str) -> tuple[str, str]:
     return k.strip(), v
 
 
+PIDS_MAX = 4 * 1024 * 1024  # the kernel's PID_MAX_LIMIT on 64-bit
+
+
 def check_setting(name: str, value: object, origin: str) -> Any:
     """Normalise one raw setting value (from a marker, an option, an ini line or a
     profile), raising :class:`SettingError` that names ``origin``."""
@@ -131,8 +134,9 @@ def check_setting(name: str, value: object, origin: str) -> Any:
             if _none(value):
                 return None
             n = int(value) if isinstance(value, str) and value.strip().isdigit() else value
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise SettingError(name, value, origin, "a positive number of processes")
+            if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= PIDS_MAX:
+                raise SettingError(name, value, origin, "a number of processes from 1 to "
+                                   f"{PIDS_MAX:,} (the kernel's most), or 'none'")
             return n
         if name == "cpu":
             return None if _none(value) else parse_cpu(value)  # type: ignore[arg-type]

@@ -26,6 +26,11 @@ TAG = "\x00"
 MAX_DEPTH = 200
 
 
+# Python turns at most 4,300 digits of an int into text by default
+# (sys.set_int_max_str_digits): anything longer cannot be sent as JSON.
+_MAX_INT_BITS = 14_000
+
+
 class NotData(TypeError):
     """The value holds something that is not plain data."""
 
@@ -46,6 +51,10 @@ def _enc(v: Any, path: list[str], depth: int) -> Any:
     if v is None or isinstance(v, bool):
         return v
     if isinstance(v, int):
+        if v.bit_length() > _MAX_INT_BITS:
+            raise NotData(f"{_where(path)} is an int too large for JSON (over 4,000 "
+                          "decimal digits): return it as a str (hex(), or str() after "
+                          "sys.set_int_max_str_digits(0))")
         return int(v)
     if isinstance(v, float):
         return float(v)

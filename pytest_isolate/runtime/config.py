@@ -300,8 +300,10 @@ class Resources:
         if self.memory_swap is not None:
             _set(self, "memory_swap", parse_size(self.memory_swap, "memory_swap"))
         if self.pids is not None and (not isinstance(self.pids, int)
-                                      or isinstance(self.pids, bool) or self.pids < 1):
-            raise ConfigError("pids", self.pids, "a positive number of processes")
+                                      or isinstance(self.pids, bool)
+                                      or not 1 <= self.pids <= 4 * 1024 * 1024):
+            raise ConfigError("pids", self.pids, "a number of processes from 1 to 4,194,304 "
+                              "(the kernel's most)")
         if self.cpu is not None:
             _set(self, "cpu", parse_cpu(self.cpu))
         if self.cpu_weight is not None and (not isinstance(self.cpu_weight, int)

@@ -375,7 +375,10 @@ class _Prober:
                 out.append(Feature(f"cgroup {c}", True, f"v{h.version} at {h.anchor_dir}"))
                 continue
             cause, fix = self._cgroup_cause(lay, c)
-            out.append(Feature(f"cgroup {c}", False, "", cause, fix))
+            # what the plugin falls back to (without usage figures)
+            instead = {"memory": "limit by RLIMIT_AS instead",
+                       "pids": "limit by RLIMIT_NPROC instead"}.get(c, "")
+            out.append(Feature(f"cgroup {c}", False, instead, cause, fix))
         return out
 
     def _cgroup_cause(self, lay: CgroupLayout, c: str) -> tuple[str, str]:

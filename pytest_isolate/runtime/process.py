@@ -86,7 +86,7 @@ class ExitStatus:
     def describe(self) -> str:
         """A one-line human description: 'exited with status 3', 'killed by signal 11 (SIGSEGV)'."""
         if self.timed_out:
-            return f"timed out after {self.timeout:g} s" if self.timeout else "timed out"
+            return f"timed out after {round(self.timeout, 2):g} s" if self.timeout else "timed out"
         if self.oom_killed:
             from .units import format_size
 

@@ -188,9 +188,38 @@ def test_a_timeout_kills_the_container_and_shows_where_it_hung(pytester):
     """))
     result = run(pytester)
     result.assert_outcomes(failed=1, passed=1)
-    result.stdout.fnmatch_lines(["*timed out after 1 s*", "*Captured stderr call*",
+    result.stdout.fnmatch_lines(["*timed out after 1 s*", "*isolate: where it hung (call)*",
                                  "*in stuck_here*"])
     assert result.duration < 30
+
+
+def test_a_test_near_its_timeout_passes_without_a_stack_dump_and_durations_are_real(
+        pytester):
+    """The stacks dumped shortly before the timeout are shown only if the test does
+    time out; a test that timed out has its real duration in --durations/junitxml."""
+    pytester.makepyfile(textwrap.dedent("""
+        import time, pytest
+
+        @pytest.mark.isolated(timeout=1)
+        def test_close_call():
+            time.sleep(0.9)
+
+        @pytest.mark.isolated(timeout=1)
+        def test_hangs():
+            time.sleep(60)
+    """))
+    result = run(pytester, "-rA", "--durations=0", "--junitxml=out.xml")
+    result.assert_outcomes(failed=1, passed=1)
+    out = result.stdout.str()
+    assert "Timeout (" not in out.split("_ test_hangs _")[0], out  # none for the pass
+    result.stdout.fnmatch_lines(["*where it hung*"])
+    import re
+    import xml.etree.ElementTree as ET
+
+    assert re.search(r"^[01]\.\d+s call +test_\w+\.py::test_hangs", out, re.M), out
+    case = next(c for c in ET.parse(pytester.path / "out.xml").iter("testcase")
+                if c.get("name") == "test_hangs")
+    assert float(case.get("time")) >= 0.9
 
 
 def test_the_untrusted_profile(pytester, monkeypatch):
@@ -356,7 +385,9 @@ def test_a_broken_config_hook_fails_its_test_only(pytester, hook, message):
     pytester.makepyfile("def test_a():\n    pass\n\ndef test_b():\n    pass\n")
     result = run(pytester, "--isolate")
     result.assert_outcomes(errors=2)
-    assert message in result.stdout.str()
+    out = result.stdout.str()
+    assert message in out
+    assert "During handling of the above exception" not in out  # said once, plainly
 
 
 def test_dash_x_with_a_failing_module_teardown(pytester):
@@ -501,3 +532,23 @@ def test_a_fork_of_the_test_that_returns_into_pytest_reports_nothing(pytester):
     result = run(pytester, "--isolate", "-v")
     result.assert_outcomes(passed=2)
     assert "the fork" not in result.stdout.str()
+
+
+@pytest.mark.parametrize("ini, message", [
+    ("isolate = maybe", "ini file: isolate='maybe' is invalid: write isolate = true"),
+    ("isolate_unsupported = bogus",
+     "ini file: isolate_unsupported='bogus' is invalid: error, warn or skip"),
+])
+def test_bad_ini_keys_are_usage_errors_naming_the_key(pytester, ini, message):
+    pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile("import pytest\n\n@pytest.mark.isolated\ndef test_a():\n    pass\n")
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert message in result.stderr.str(), result.stderr.str()
+
+
+def test_isolate_true_in_the_ini_file_isolates_every_test(pytester):
+    pytester.makeini("[pytest]\nisolate = yes\n")
+    pytester.makepyfile("def test_a():\n"
+                        "    assert open('/proc/1/comm').read().strip() == 'isolate-init'\n")
+    run(pytester).assert_outcomes(passed=1)

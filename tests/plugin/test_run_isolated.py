@@ -407,3 +407,28 @@ def test_exception_text_is_capped_and_control_characters_are_escaped(run_isolate
     with pytest.raises(IsolatedCallFailed) as info:
         r.raise_for_status()
     assert "\x1b" not in str(info.value) and len(str(info.value)) < 20_000
+
+
+def test_mistakes_in_a_call_are_named(run_isolated, tmp_path):
+    """A keyword spelled almost like a setting, an argument that cannot be pickled, a
+    value too large for JSON, a pids limit past the kernel's: each a clear error."""
+    import threading
+
+    with pytest.raises(RunIsolatedError, match=r"memroy= is not one of run_isolated's "
+                       r"settings; did you mean memory=\?"):
+        run_isolated(_echo, 1, memroy="64M")
+    with pytest.raises(RunIsolatedError, match=r"argument 2 \(lock\) cannot be shipped"):
+        run_isolated(_echo, 1, threading.Lock())
+    with pytest.raises(RunIsolatedError, match="4,194,304"):
+        run_isolated(_echo, 1, pids=10**30)
+    r = run_isolated(_power, 10, 5000)
+    assert not r.ok and "too large for JSON" in r.error, r.describe()
+    assert run_isolated(_echo, 1, memory_limit="x").value == [1, {"memory_limit": "x"}]
+
+
+def _echo(*args, **kwargs):
+    return [*args, kwargs] if kwargs else list(args)
+
+
+def _power(a, b):
+    return a ** b

@@ -249,3 +249,21 @@ def test_usage_is_on_the_report_and_in_junitxml(pytester):
     assert float(props["test_big"]["isolate_wall_time"]) > 0
     assert "isolate_memory_limit" not in props["test_big"]  # unlimited: not a property
     assert props["test_not_isolated"] == {}
+
+
+def test_a_fixture_value_kept_from_a_plain_test_is_refused_inside_an_isolated_one(pytester):
+    pytester.makepyfile(HELPERS + textwrap.dedent("""
+        from pytest_isolate import RunIsolatedError
+
+        KEPT = []
+
+        def test_plain(run_isolated):
+            KEPT.append(run_isolated)
+
+        @pytest.mark.isolated(memory="64M")
+        def test_later():
+            with pytest.raises(RunIsolatedError, match="belongs to .*test_plain.*request "
+                               "the run_isolated fixture in the isolated test itself"):
+                KEPT[0](add, 1, memory="1G")
+    """))
+    run(pytester).assert_outcomes(passed=2)

@@ -136,3 +136,43 @@ def test_a_bad_policy_is_a_usage_error(pytester):
     result = run(pytester, "-p", "no:randomly", "--isolate-unsupported=maybe")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*argument --isolate-unsupported: invalid choice: 'maybe'*"])
+
+
+CALLS = """
+import pytest
+
+def add(a, b):
+    return a + b
+
+def test_untrusted_profile_default_cpu(run_isolated):
+    r = run_isolated(add, 1, 2, profile="untrusted", timeout=30)
+    assert r.ok and r.value == 3, r.describe()
+
+def test_explicit_cpu(run_isolated):
+    r = run_isolated(add, 1, 2, cpu=0.5)
+    assert r.value == 3
+
+@pytest.mark.isolated
+def test_explicit_cpu_nested(run_isolated):
+    r = run_isolated(add, 1, 2, cpu=0.5)
+    assert r.value == 3
+"""
+
+
+def test_run_isolated_follows_the_unsupported_policy(pytester):
+    """A call asking for a limit the host cannot give: a profile's default is a
+    warning and the call runs without it; an explicit one is a RunIsolatedError (or,
+    with the policy, runs with a warning, or skips the calling test), in a plain test
+    as in an isolated one."""
+    inject(pytester, "cgroup cpu")
+    pytester.makepyfile(CALLS)
+    result = run(pytester, "-rs", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*RunIsolatedError: run_isolated(): cpu=0.5 needs the cpu "
+                                 "cgroup controller*--isolate-unsupported=warn*"])
+    failures = result.stdout.str().split("= FAILURES =")[1].split("warnings summary")[0]
+    assert "sandbox.py" not in failures  # the traceback ends at the call
+    run(pytester, "--isolate-unsupported=warn").assert_outcomes(passed=3, warnings=1)
+    result = run(pytester, "--isolate-unsupported=skip", "-rs")
+    result.assert_outcomes(skipped=3)  # a configured policy covers profile defaults too
+    result.stdout.fnmatch_lines(["*isolate: cpu=0.5 needs the cpu cgroup controller*"])

@@ -162,6 +162,7 @@ def test_the_probe_finds_the_user_namespace_path_and_no_cgroups():
     assert rows["user namespace"].available
     assert rows["pid namespace"].how == "unshare in a user namespace"
     assert not rows["cgroup memory"].available and rows["cgroup memory"].fix
+    assert rows["cgroup memory"].how == "limit by RLIMIT_AS instead"
 
 
 def test_without_user_namespaces_the_run_stops_naming_the_cause(pytester):
@@ -190,3 +191,28 @@ _probe.probe = _fake
         "- an isolated test needs its user namespace, which this host cannot give: "
         "kernel.apparmor_restrict_unprivileged_userns=1: AppArmor refuses them. "
         "Fix: run pytest with sudo (1 test)"])
+
+
+def test_grading_with_run_isolated_under_the_untrusted_profile(pytester):
+    """run_isolated(profile="untrusted") rootless: the profile's cpu limit cannot be
+    had (a default: a warning), memory and pids hold through rlimits, the call runs
+    as uid 65534 and comes back as data; with no cgroups there are no usage figures."""
+    pytester.makepyfile("""
+        import os
+
+        def answer():
+            return os.getuid()
+
+        def bomb():
+            while True:
+                os.fork()
+
+        def test_grade(run_isolated):
+            r = run_isolated(answer, profile="untrusted", timeout=60)
+            assert r.ok and r.value == 65534, r.describe()
+            assert r.usage.memory_peak is None
+            r = run_isolated(bomb, profile="untrusted", pids=32, timeout=5)
+            assert not r.ok and not r.timed_out, r.describe()
+    """)
+    result = run(pytester, "-W", "ignore::pytest_isolate.plugin.IsolateWarning")
+    result.assert_outcomes(passed=1)

@@ -108,6 +108,7 @@ def test_in_a_locked_down_container_each_missing_feature_is_named(factory):
     assert not rows["mount proc and tmpfs"]["available"]
     assert not rows["cgroup memory"]["available"]
     assert "read-only" in rows["cgroup memory"]["why_not"]
+    assert rows["cgroup pids"]["how"] == "limit by RLIMIT_NPROC instead"
     assert rows["seccomp"]["available"]  # a filter on top of a filter is allowed
 
 
