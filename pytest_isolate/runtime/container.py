@@ -1133,7 +1133,9 @@ class Container:
             else:
                 self._wait_gone()
         run = self._initial
-        if run is not None and not run.monitor_done:  # wait(reap=False): finish the end
+        # wait(reap=False): finish the end. The init (or bootstrap) may have closed
+        # the sync socket already (monitor_done), but it is reaped only here.
+        if run is not None and (not run.monitor_done or run.monitor_pid):
             with trace.span("host:reap the init"):
                 try:
                     self._signal_init(_signal.SIGKILL)  # ends at once if it has not yet

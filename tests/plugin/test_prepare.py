@@ -142,3 +142,30 @@ def test_a_prepared_container_whose_test_does_not_come_leaves_nothing(pytester):
     """))
     result = run(pytester, "--isolate", "-x")
     result.assert_outcomes(failed=1)
+
+
+def test_finished_containers_are_reaped_as_the_run_goes(pytester):
+    """Each finished test's init is reaped while the next test runs: zombies do not
+    pile up in the pytest process over a run (at most the last test's is pending)."""
+    pytester.makepyfile(textwrap.dedent("""
+        import os, pytest
+
+        @pytest.mark.parametrize("i", range(30))
+        def test_many(i):
+            pass
+
+        @pytest.mark.isolated(False)
+        def test_count_zombies():
+            me = os.getpid()
+            zombies = []
+            for pid in os.listdir("/proc"):
+                if pid.isdigit():
+                    try:
+                        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                    except OSError:
+                        continue
+                    if stat[0] == "Z" and int(stat[1]) == me:
+                        zombies.append(pid)
+            assert len(zombies) <= 1, zombies
+    """))
+    run(pytester, "--isolate", "-p", "no:randomly").assert_outcomes(passed=31)
