@@ -7,7 +7,9 @@ Runs a suite of trivial tests under ``pytest --isolate`` with
 for every phase its mean duration per test (its total over the run divided by the
 number of tests), the host's phases and the container's side by side. Phases overlap
 where host and container work at once (and the next test's container is set up while
-a test runs); "host:wait ..." phases are the host waiting for the container's side.
+a test runs); "host:wait ..." phases are the host waiting for the container's side;
+"payload:call" includes "payload:waiting for its turn" (a prepared container's payload
+waits inside its call for the word to start).
 """
 
 from __future__ import annotations

@@ -103,12 +103,15 @@ def run_item_when_told(nodeid: str, link_fd: int, go_fd: int, hang_fd: int) -> s
     closing ``go_fd`` without a word means the test does not come."""
     import json
 
+    from .runtime import trace
+
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = os.read(go_fd, 64)
-        if not chunk:
-            return "not run"
-        data += chunk
+    with trace.span("payload:waiting for its turn"):
+        while not data.endswith(b"\n"):
+            chunk = os.read(go_fd, 64)
+            if not chunk:
+                return "not run"
+            data += chunk
     os.close(go_fd)
     timeout = json.loads(data)
     return run_item(nodeid, float(timeout) if timeout is not None else None, link_fd,
