@@ -233,6 +233,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return None
     settings = state.settings_for(item)
     if settings is None:
+        # a test that runs here finds the finished containers of the tests before it
+        # gone (their inits reaped, cgroups and state removed), not pending
+        state.reap_retired()
         return None
     from .runner import run_isolated
 

@@ -1,7 +1,7 @@
 """What a test run may leave on the host, read from /proc and /sys.
 
 Used by the suite's own leak check (``conftest.py``): after every test, no process,
-mount, network namespace or cgroup it created may survive.
+unreaped child, mount, network namespace or cgroup it created may survive.
 """
 
 from __future__ import annotations
@@ -44,6 +44,20 @@ def processes() -> dict[int, tuple[int, str, str]]:
     return out
 
 
+def zombie_children(parent: int) -> set[int]:
+    """Children of ``parent`` that ended and were never waited for."""
+    out = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = _read(f"/proc/{name}/stat")
+            if stat is None:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] == "Z" and int(fields[1]) == parent:
+                out.add(int(name))
+    return out
+
+
 def descendants(root: int, procs: dict[int, tuple[int, str, str]]) -> set[int]:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in procs.items():
@@ -76,6 +90,7 @@ class Snapshot:
     mounts: frozenset[str]
     netns: frozenset[str]
     cgroups: frozenset[str]
+    zombies: frozenset[int] = frozenset()  # of this process
 
     @classmethod
     def take(cls) -> Snapshot:
@@ -90,6 +105,7 @@ class Snapshot:
             mounts=frozenset(" ".join(line.split()[3:5]) for line in mounts.splitlines()),
             netns=netns,
             cgroups=frozenset(cgroup_dirs()),
+            zombies=frozenset(zombie_children(os.getpid())),
         )
 
 
@@ -112,6 +128,10 @@ def leftovers(before: Snapshot, me: int, wait: float = 3.0) -> list[str]:
         if kids:
             problems.append("processes left by the test: "
                             + ", ".join(f"{p} {procs[p][1]}" for p in kids))
+        zombies = zombie_children(me) - before.zombies
+        if zombies:
+            problems.append("children never reaped (zombies): "
+                            + ", ".join(str(p) for p in sorted(zombies)))
         if now.mounts - before.mounts:
             problems.append(f"mounts: {sorted(now.mounts - before.mounts)}")
         if now.netns - before.netns:

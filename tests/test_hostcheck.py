@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import time
 
 import pytest
 from hostcheck import Snapshot, leftovers
@@ -22,6 +23,24 @@ def test_sees_a_process_left_in_a_pid_namespace():
     finally:
         p.kill()
         p.wait()
+    assert leftovers(before, os.getpid()) == []
+
+
+def test_sees_a_child_never_reaped():
+    before = Snapshot.take()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            problems = leftovers(before, os.getpid(), wait=0)
+            if problems:
+                break
+            time.sleep(0.01)
+        assert any("never reaped" in p and str(pid) in p for p in problems), problems
+    finally:
+        os.waitpid(pid, 0)
     assert leftovers(before, os.getpid()) == []
 
 
