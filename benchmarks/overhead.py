@@ -33,6 +33,7 @@ CONFIGS: dict[str, list[str]] = {
     "plain": [],
     "forked": ["--forked"],
     "isolate": ["--isolate"],
+    "isolate prepare": ["--isolate", "--isolate-prepare=2"],
     "plain -n 2": ["-n", "2"],
     "forked -n 2": ["--forked", "-n", "2"],
     "isolate -n 2": ["--isolate", "-n", "2"],

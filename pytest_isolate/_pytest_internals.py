@@ -89,7 +89,10 @@ def set_up_for(item: pytest.Item, nextitem: pytest.Item) -> bool:
         defs = info.name2fixturedefs.get(name)
         if not defs or defs[-1].scope == "function":
             continue
-        if name in params or defs[-1].cached_result is None:
+        cached = defs[-1].cached_result
+        # computed, and for no parameter (a test before may have had it computed with
+        # one, indirectly: then it is set up again at this test's turn)
+        if name in params or cached is None or cached[1] is not None:
             return False
     return True
 

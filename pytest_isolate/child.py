@@ -28,6 +28,8 @@ __all__ = ["in_container", "run_item", "serialize_report"]
 # nodeid -> item, filled by the host before a container is started (the container is
 # a fork of the host, so it sees this mapping as it was then).
 ITEMS: dict[str, pytest.Item] = {}
+# the warning filters of the run outside any test (taken as the test loop starts)
+BASE_FILTERS: list[Any] | None = None
 _in_container = False
 
 
@@ -113,6 +115,13 @@ def run_item_when_told(nodeid: str, link_fd: int, go_fd: int, hang_fd: int) -> s
                 return "not run"
             data += chunk
     os.close(go_fd)
+    if BASE_FILTERS is not None:
+        # forked inside the test before's warning context: start from the run's own
+        # filters, as a fork at this test's turn would (its own are applied next)
+        import warnings
+
+        warnings.filters[:] = BASE_FILTERS  # type: ignore[index]
+        warnings._filters_mutated()  # type: ignore[attr-defined]
     timeout = json.loads(data)
     return run_item(nodeid, float(timeout) if timeout is not None else None, link_fd,
                     hang_fd)

@@ -55,6 +55,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     metavar="N",
                     help="at the end, list the N isolated tests (default 10; 0 for all) "
                          "with the highest peak memory and CPU time")
+    group.addoption("--isolate-prepare", type=int, choices=(0, 1, 2), default=None,
+                    metavar="N",
+                    help="fork and set up the containers of the next N tests (0-2) while "
+                         "a test runs, where the next test needs nothing the pytest "
+                         "process has not set up yet; faster, but those tests see the "
+                         "pytest process as it was before the test that runs (see the "
+                         "README). Default 0 (ini: isolate_prepare)")
     group.addoption("--isolate-unsupported", choices=POLICIES, default=None,
                     help="when this host cannot give a test what it asks for (no "
                          "namespaces, no cpu cgroup, no seccomp): error (stop before any "
@@ -65,6 +72,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   type="string", default="false")
     parser.addini("isolate_unsupported", "error, warn or skip: see --isolate-unsupported",
                   type="string", default=None)
+    parser.addini("isolate_prepare", "0, 1 or 2: see --isolate-prepare", type="string",
+                  default="0")
     for name, text in SETTINGS.items():
         if name == "env":
             parser.addini("isolate_env", text, type="linelist", default=[])
@@ -135,6 +144,16 @@ def _unsupported_policy(config: pytest.Config) -> str | None:
     return str(value)
 
 
+def _prepare_depth(config: pytest.Config) -> int:
+    cli = config.getoption("isolate_prepare", None)
+    if cli is not None:
+        return int(cli)
+    value = str(config.getini("isolate_prepare")).strip()
+    if value not in ("0", "1", "2"):
+        raise SettingError("isolate_prepare", value, "ini file", "0, 1 or 2")
+    return int(value)
+
+
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0", "")
 
@@ -148,6 +167,13 @@ def _isolate_ini(config: pytest.Config) -> bool:
         return False
     raise pytest.UsageError(f"ini file: isolate={config.getini('isolate')!r} is invalid: "
                             "write isolate = true (or false)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    import warnings
+
+    child.BASE_FILTERS = list(warnings.filters)  # for containers prepared ahead
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -319,13 +345,13 @@ class IsolateState:
         self._counter = 0
         self._warned: set[str] = set()
         self.retired: list[Any] = []
-        # the next test's container, set up while the current test runs (runner.py);
-        # PYTEST_ISOLATE_PREPARE=0 turns that off (to measure what it brings)
+        # the next tests' containers, set up while the current test runs (runner.py),
+        # when asked for (--isolate-prepare); one ahead at most under xdist
         self.prepared: list[Any] = []
-        ahead = os.environ.get("PYTEST_ISOLATE_PREPARE", "")
-        self.prepare_ahead = ahead != "0"
-        self.prepare_depth = int(ahead) if ahead.isdigit() and int(ahead) > 0 else \
-            1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+        self.prepare_depth = _prepare_depth(config)
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            self.prepare_depth = min(self.prepare_depth, 1)
+        self.prepare_ahead = self.prepare_depth > 0
         self.item_index: dict[int, int] | None = None
         self._support: Support | None = None
         self.unsupported = _unsupported_policy(config)

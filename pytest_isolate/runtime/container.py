@@ -277,7 +277,9 @@ class Container:
         run = self._initial
         assert run is not None
         cfg = self.config
-        deadline = pending.deadline
+        # a start made ahead may be finished long after it began: its set-up has had
+        # its time, and may still have the whole of it from now on
+        deadline = max(pending.deadline, time.monotonic() + SETUP_TIMEOUT)
         try:
             if pending.eager:
                 with trace.span("host:wait for the container's set-up"):
@@ -642,7 +644,7 @@ class Container:
         """The next sync message, which must be one of ``types``; errors become SetupError."""
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not _readable(run.sock, left):
+            if not _readable(run.sock, max(left, 0.0)):  # what has come is read anyway
                 raise SetupError("bootstrap", f"no answer within {SETUP_TIMEOUT:g} s "
                                  f"(waiting for {'/'.join(types)})")
             try:
@@ -979,6 +981,7 @@ class Container:
     def stats(self) -> dict[str, Any]:
         """Usage of the container's cgroup: live while it runs, final once stopped
         (memory current/peak/limit, CPU user/system seconds, pids, OOM kills)."""
+        self.ready()  # a start made with wait=False is finished first
         st = self.state()
         check_transition(self.id, st.status, "stats")
         if st.status is Status.STOPPED:
@@ -991,6 +994,7 @@ class Container:
 
     def pause(self) -> None:
         """Freeze every process of the container (cgroup freezer), waiting until frozen."""
+        self.ready()  # a start made with wait=False is finished first
         st = self.state()
         check_transition(self.id, st.status, "pause")
         mgr = self._manager()
@@ -1045,6 +1049,8 @@ class Container:
         ``all=True`` sends it to every process in the container. SIGKILL ends the
         whole container either way.
         """
+        if self._attached:
+            self.ready()  # a start made with wait=False is finished first
         check_transition(self.id, self.state().status, "signal")
         if sig == _signal.SIGKILL or not all:
             self._signal_init(sig)
@@ -1058,6 +1064,8 @@ class Container:
 
     def pids(self) -> list[int]:
         """Host pids of every process in the container's PID namespace, init first."""
+        if self._attached:
+            self.ready()  # a start made with wait=False is finished first
         st = self.state()
         if st.init_pid is None or not self._init_alive():
             return []

@@ -29,12 +29,10 @@ STARTED = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("prepare", ["1", "0"])
-def test_the_next_container_is_made_while_the_test_before_runs(pytester, monkeypatch,
-                                                               prepare):
-    """test_b's payload was forked before test_a ended (test_a sleeps 2 s), and its
-    timeout of 1 s counts from its own start, not from then. With
-    PYTEST_ISOLATE_PREPARE=0 it is forked after."""
-    monkeypatch.setenv("PYTEST_ISOLATE_PREPARE", prepare)
+def test_the_next_container_is_made_while_the_test_before_runs(pytester, prepare):
+    """With --isolate-prepare=1, test_b's payload was forked before test_a ended
+    (test_a sleeps 2 s), and its timeout of 1 s counts from its own start, not from
+    then. With 0 (the default) it is forked after."""
     pytester.makepyfile(STARTED + textwrap.dedent("""
         import pytest
 
@@ -53,7 +51,7 @@ def test_the_next_container_is_made_while_the_test_before_runs(pytester, monkeyp
             print("forked", a_ended - payload_started(), "s before test_a ended")
             assert (payload_started() < a_ended - 1) == PREPARED
     """).replace("PREPARED", "True" if prepare == "1" else "False"))
-    run(pytester, "--isolate", "-v").assert_outcomes(passed=2)
+    run(pytester, "--isolate", "-v", f"--isolate-prepare={prepare}").assert_outcomes(passed=2)
 
 
 def test_fixtures_are_set_up_as_in_a_plain_run(pytester, monkeypatch):
@@ -117,7 +115,7 @@ def test_fixtures_are_set_up_as_in_a_plain_run(pytester, monkeypatch):
             shutil.copy(base / "log.txt",
                         session.config.rootpath / f"log-{os.environ['LOG_MODE']}.txt")
     """))
-    for mode, args in (("plain", ()), ("isolated", ("--isolate",))):
+    for mode, args in (("plain", ()), ("isolated", ("--isolate", "--isolate-prepare=2"))):
         monkeypatch.setenv("LOG_MODE", mode)
         run(pytester, *args).assert_outcomes(passed=7)
     plain = (pytester.path / "log-plain.txt").read_text().splitlines()
@@ -140,7 +138,7 @@ def test_a_prepared_container_whose_test_does_not_come_leaves_nothing(pytester):
         def test_b():
             pass
     """))
-    result = run(pytester, "--isolate", "-x")
+    result = run(pytester, "--isolate", "-x", "--isolate-prepare=2")
     result.assert_outcomes(failed=1)
 
 
@@ -168,4 +166,72 @@ def test_finished_containers_are_reaped_as_the_run_goes(pytester):
                         zombies.append(pid)
             assert len(zombies) <= 1, zombies
     """))
-    run(pytester, "--isolate", "-p", "no:randomly").assert_outcomes(passed=31)
+    run(pytester, "--isolate", "--isolate-prepare=2").assert_outcomes(passed=31)
+
+
+def test_prepared_containers_start_from_the_runs_warning_filters(pytester):
+    """Forked inside the test before's warning context (filterwarnings("error")), the
+    next tests' containers still see the run's own filters."""
+    pytester.makepyfile(textwrap.dedent("""
+        import time, warnings, pytest
+
+        @pytest.mark.filterwarnings("error")
+        def test_a():
+            time.sleep(0.3)
+
+        def test_b():
+            warnings.warn("w", UserWarning)
+
+        def test_c():
+            warnings.warn("w", UserWarning)
+    """))
+    run(pytester, "--isolate", "--isolate-prepare=2").assert_outcomes(passed=3, warnings=2)
+
+
+def test_a_fixture_computed_for_an_indirect_parameter_is_not_taken_as_set_up(pytester):
+    """test_c needs the module fixture without a parameter; while test_b runs it is
+    cached with test_b's: test_c's container is made at its turn, after the host set
+    the fixture up again, and every setup has its teardown."""
+    pytester.makepyfile(textwrap.dedent("""
+        import os, time, pytest
+
+        LOG = os.path.join(os.path.dirname(__file__), "log.txt")
+
+        def log(line):
+            with open(LOG, "a") as f:
+                f.write(line + "\\n")
+
+        @pytest.fixture(scope="module")
+        def f(request):
+            v = getattr(request, "param", "default")
+            log(f"setup {v}")
+            yield v
+            log(f"teardown {v}")
+
+        def test_a(f):
+            pass
+
+        @pytest.mark.parametrize("f", ["x"], indirect=True)
+        def test_b(f):
+            time.sleep(0.3)
+
+        def test_c(f):
+            log(f"test_c {f}")
+    """))
+    run(pytester, "--isolate", "--isolate-prepare=2").assert_outcomes(passed=3)
+    assert (pytester.path / "log.txt").read_text().splitlines() == [
+        "setup default", "teardown default", "setup x", "teardown x", "setup default",
+        "test_c default", "teardown default"]
+
+
+def test_a_start_made_ahead_may_finish_after_the_set_up_deadline(pytester, monkeypatch):
+    """The set-up deadline of a container prepared ahead counts again from its turn."""
+    monkeypatch.setattr("pytest_isolate.runtime.container.SETUP_TIMEOUT", 0.5)
+    from pytest_isolate.runtime import Config, Factory, Process
+
+    f = Factory(str(pytester.path / "state"))
+    with f.create("late", Config()) as c:
+        c.start(Process(target=int, args=("7",)), wait=False)
+        import time
+        time.sleep(1.0)
+        assert c.wait().value == 7
