@@ -92,9 +92,15 @@ def set_up_for(item: pytest.Item, nextitem: pytest.Item) -> bool:
         cached = defs[-1].cached_result
         # computed, and for no parameter (a test before may have had it computed with
         # one, indirectly: then it is set up again at this test's turn)
-        if name in params or cached is None or cached[1] is not None:
+        if name in params or cached is None or \
+                cached[1] != defs[-1].cache_key(_NO_PARAM):
             return False
     return True
+
+
+# What FixtureDef.cache_key sees of a request without a parameter (it answers with its
+# param_index, 0, on pytest 8.0, and None on later ones)
+_NO_PARAM = __import__("types").SimpleNamespace(param_index=0)
 
 
 def teardown_outer(item: pytest.Item, nextitem: pytest.Item | None) -> None:

@@ -22,7 +22,7 @@ from .settings import (
     check_setting,
     resolve,
 )
-from .support import POLICIES, Support, policy_for
+from .support import POLICIES, Support, policy_for, without
 
 STATE = pytest.StashKey["IsolateState"]()
 OTHER_TIMEOUT = pytest.StashKey[float]()
@@ -422,9 +422,7 @@ class IsolateState:
                     if gap.key == "namespaces":
                         item.stash[SETTINGS_KEY] = None  # runs without isolation
                         break
-                    settings = dataclasses.replace(
-                        settings, **({"cpu": None} if gap.key == "cpu" else
-                                     {"seccomp": "unconfined"}))
+                    settings = without(settings, gap)
                     item.stash[SETTINGS_KEY] = settings
         if errors:
             lines = ["pytest-isolate: this host cannot give isolated tests what they ask for:"]

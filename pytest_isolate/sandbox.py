@@ -248,7 +248,7 @@ def _within_host_support(state: IsolateState, settings: Settings) -> Settings:
     __tracebackhide__ = True  # errors point at the caller, not at us
     import pytest
 
-    from .support import policy_for
+    from .support import policy_for, without
 
     for gap in state.support.gaps(settings):
         policy = "error" if gap.key == "namespaces" else policy_for(gap, state.unsupported)
@@ -260,8 +260,7 @@ def _within_host_support(state: IsolateState, settings: Settings) -> Settings:
                                         f"({gap.cause})")
         state.warn_once(f"unsupported:{gap.key}", gap.message() +
                         ". Tests and calls run without it (--isolate-unsupported=warn)")
-        settings = dataclasses.replace(settings, **(
-            {"cpu": None} if gap.key == "cpu" else {"seccomp": "unconfined"}))
+        settings = without(settings, gap)
     return settings
 
 

@@ -166,6 +166,14 @@ def _feature(f: Feature) -> dict[str, Any]:
             "fix": f.fix, "required": f.required}
 
 
+def without(settings: Any, gap: Gap) -> Any:
+    """``settings`` with what ``gap`` asks for dropped (the ``warn`` outcome)."""
+    import dataclasses
+
+    return dataclasses.replace(settings, **({"cpu": None} if gap.key == "cpu" else
+                                            {"seccomp": "unconfined"}))
+
+
 def policy_for(gap: Gap, configured: str | None) -> str:
     """The policy that applies to ``gap``: the configured one, else ``error`` for what
     the user asked for and ``warn`` for a profile's defaults."""
