@@ -351,7 +351,6 @@ class IsolateState:
         self.prepare_depth = _prepare_depth(config)
         if os.environ.get("PYTEST_XDIST_WORKER"):
             self.prepare_depth = min(self.prepare_depth, 1)
-        self.prepare_ahead = self.prepare_depth > 0
         self.item_index: dict[int, int] | None = None
         self._support: Support | None = None
         self.unsupported = _unsupported_policy(config)

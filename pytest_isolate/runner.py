@@ -110,7 +110,7 @@ def prepare_next(state: IsolateState, item: pytest.Item, nextitem: pytest.Item |
     Each container is still its test's own and fresh. Two ahead without xdist (the
     test after ``nextitem`` is the next in the session's list), one ahead with it (a
     worker does not know which test it gets after ``nextitem``)."""
-    if nextitem is None or not state.prepare_ahead:
+    if nextitem is None or state.prepare_depth < 1:
         return
     if item.session.shouldfail or item.session.shouldstop:
         return
@@ -406,13 +406,15 @@ class _Box:
             with trace.span("plugin:factory create"):
                 container = self.state.factory.create(self.state.next_id(), cfg)
             container.start(process, wait=False)
-        except (IsolateError, ValueError, OSError, OverflowError):
+        except BaseException as e:
             if container is not None:
                 container.destroy()
             child.ITEMS.pop(item.nodeid, None)
             os.close(link_w)
             os.close(go_w)
-            return False
+            if isinstance(e, (IsolateError, ValueError, OSError, OverflowError)):
+                return False
+            raise
         finally:
             os.close(link_r)  # handed over: the container's init holds them now
             os.close(go_r)

@@ -316,7 +316,7 @@ class Container:
             st.namespace_paths = {name: f"/proc/{init_pid}/ns/{name}" for name, _ in NS_FILES}
             st.cwd = self._cwd(run.process)
             st.owner_pid = os.getpid()
-            st.owner_start_time = linux.proc_start_time(st.owner_pid)
+            st.owner_start_time = _own_start_time()  # read once per process
             if not pending.eager:
                 if not pending.joins:
                     send_msg(run.sock, {"t": "go"})
