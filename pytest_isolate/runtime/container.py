@@ -260,6 +260,13 @@ class Container:
         if eager:
             try:
                 self._hand_over(run, self._pending)
+            except OSError:
+                # the container's set-up failed already (it closed the socket before
+                # the host wrote): ready() reads why from what it sent
+                pending = self._pending
+                if pending.init_w >= 0:
+                    os.close(pending.init_w)
+                    pending.init_w = -1
             except BaseException as e:
                 pending, self._pending = self._pending, None
                 if pending.init_w >= 0:

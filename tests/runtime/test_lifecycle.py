@@ -406,3 +406,25 @@ def test_with_a_user_namespace_a_bootstrap_forks_the_init(factory):
         boot = _parent_of(init)
         assert boot != os.getpid() and _parent_of(boot) == os.getpid()
         assert open(f"/proc/{boot}/comm").read().strip() == "isolate-boot"
+
+
+def test_a_set_up_failing_before_the_host_hands_the_process_over_is_named(factory,
+                                                                         monkeypatch):
+    """The container may fail its set-up (and close its socket) before the host has
+    written the process to it: the host's write breaks, and the start still raises the
+    container's own SetupError naming the step."""
+    from pytest_isolate.runtime.container import Container
+
+    real = Container._hand_over
+
+    def late(self, run, pending):
+        time.sleep(0.3)  # the init has failed and exited by now
+        return real(self, run, pending)
+
+    monkeypatch.setattr(Container, "_hand_over", late)
+    cfg = Config(mounts=(*Config().mounts, Mount("/tmp/x", source="/no/such/source")))
+    c = factory.create("early-fail", cfg)
+    with pytest.raises(SetupError) as ei:
+        c.start(Process(["true"]))
+    assert ei.value.step == "open bind source /no/such/source"
+    assert factory.list() == []
